@@ -1,0 +1,1 @@
+//! GS1 DataMatrix marking codes (Asl Belgisi). Filled in by the marking work.
