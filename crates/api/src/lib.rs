@@ -1,1 +1,123 @@
+//! Savdo's HTTP layer: REST `/api/v1`, OpenAPI, metrics. Thin by design: parse, authorize,
+//! call storage or a service, map errors.
 
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::middleware;
+use axum::routing::{get, post};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use error::{ApiError, Problem};
+pub use state::AppState;
+
+use crate::routes::*;
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    metrics::init();
+    let api = Router::new()
+        .route("/stores", post(stores::create).get(stores::list))
+        .route("/stores/{id}", get(stores::get).patch(stores::patch))
+        .route("/terminals", post(terminals::create).get(terminals::list))
+        .route("/terminals/{id}", get(terminals::get))
+        .route("/terminals/{id}/shifts/open", post(terminals::open_shift))
+        .route("/terminals/{id}/shifts/close", post(terminals::close_shift))
+        .route("/products", post(products::create).get(products::list))
+        .route("/products/bulk", post(products::bulk))
+        .route(
+            "/products/{id}",
+            get(products::get)
+                .patch(products::patch)
+                .delete(products::delete),
+        )
+        .route("/customers", post(customers::create).get(customers::list))
+        .route(
+            "/customers/{id}",
+            get(customers::get).patch(customers::patch),
+        )
+        .route("/stock", get(stock::levels))
+        .route("/stock/movements", get(stock::movements))
+        .route("/stock/supplies", post(stock::supply))
+        .route("/stock/writeoffs", post(stock::writeoff))
+        .route("/stock/counts", post(stock::count))
+        .route("/stock/transfers", post(stock::transfer))
+        .route("/receipts", post(receipts::create).get(receipts::list))
+        .route("/receipts/batch", post(receipts::batch))
+        .route("/receipts/{id}", get(receipts::get))
+        .route("/invoices", post(invoices::create).get(invoices::list))
+        .route("/invoices/{id}", get(invoices::get))
+        .route("/invoices/{id}/reserve", post(invoices::reserve))
+        .route("/invoices/{id}/ship", post(invoices::ship))
+        .route("/invoices/{id}/cancel", post(invoices::cancel))
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{id}", axum::routing::delete(tokens::delete))
+        .route("/settings", get(settings::get).patch(settings::patch))
+        .route("/audit", get(audit::list))
+        .route("/events", get(events::list))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(openapi::ApiDoc::openapi()) }),
+        )
+        .fallback(|| async { ApiError::NotFound("route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::Conflict {
+                message: "method not allowed on this resource".into(),
+                field: None,
+            }
+        })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ));
+
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(SwaggerUi::new("/docs").url("/api/v1/openapi-docs.json", openapi::ApiDoc::openapi()))
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .layer(middleware::from_fn(metrics::track))
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves, then finish in-flight requests (bounded).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "savdo listening");
+    axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    // Give spawned work a moment; connections are already drained by axum.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}

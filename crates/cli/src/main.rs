@@ -1,1 +1,164 @@
-fn main() {}
+//! `savdo`: the server, its worker, and the operator's commands.
+
+mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use savdo_api::AppState;
+use savdo_storage::Storage;
+
+use crate::config::DbArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "savdo",
+    version,
+    about = "Retail back office and point-of-sale API for Uzbekistan"
+)]
+struct Cli {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the HTTP server (migrations are applied on start).
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, env = "SAVDO_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage tenants (businesses).
+    Tenant {
+        #[command(subcommand)]
+        cmd: TenantCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    /// Create a tenant with an owner token; prints `{"tenant_id", "token"}`.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn init_logging(format: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("SAVDO_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let json = std::env::var("SAVDO_LOG_FORMAT").ok().as_deref().or(format) == Some("json");
+    // Logs go to stderr: stdout is for machine-readable output (`tenant create`).
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn open(db: &DbArgs) -> anyhow::Result<(Arc<dyn Storage>, config::Resolved)> {
+    let r = db.resolve()?;
+    let store = savdo_storage::connect(&r.database_url)
+        .await
+        .with_context(|| "cannot open the database")?;
+    store.migrate().await.context("migrations failed")?;
+    Ok((store, r))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let file_log = cli.db.resolve().ok().and_then(|r| r.log_format);
+    init_logging(file_log.as_deref());
+    match cli.cmd {
+        Cmd::Serve { listen } => {
+            let (store, r) = open(&cli.db).await?;
+            tracing::info!(data_dir = %r.data_dir.display(), database = %redact(&r.database_url), "storage ready");
+            let addr = listen
+                .or(r.file_listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            savdo_api::serve(listener, AppState { store }, shutdown_signal()).await?;
+        }
+        Cmd::Migrate => {
+            let (_store, r) = open(&cli.db).await?;
+            tracing::info!(database = %redact(&r.database_url), "migrations applied");
+        }
+        Cmd::Tenant {
+            cmd: TenantCmd::Create { name },
+        } => {
+            let (store, _) = open(&cli.db).await?;
+            let name = name.trim();
+            anyhow::ensure!(
+                !name.is_empty() && name.len() <= 200,
+                "--name must be 1 to 200 characters"
+            );
+            let tenant = store.create_tenant(name).await?;
+            let token = savdo_api::routes::tokens::generate_token();
+            let actor = savdo_storage::Actor::system(tenant.id);
+            store
+                .create_token(
+                    &actor,
+                    &savdo_storage::NewToken {
+                        name: "owner".into(),
+                        role: savdo_domain::tenant::Role::Owner,
+                        store_id: None,
+                    },
+                    &savdo_api::extract::hash_token(&token),
+                )
+                .await?;
+            println!(
+                "{}",
+                serde_json::json!({"tenant_id": tenant.id, "token": token})
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A database URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:****{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}

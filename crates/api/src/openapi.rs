@@ -1,0 +1,40 @@
+//! The OpenAPI 3.1 document of the whole public API.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::*;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Savdo API", description = "Retail back office and point-of-sale API for Uzbekistan. Money is integer tiyin; quantities are exact decimals with at most 3 places."),
+    paths(
+        system::healthz, system::readyz, system::metrics,
+        stores::create, stores::list, stores::get, stores::patch,
+        terminals::create, terminals::list, terminals::get, terminals::open_shift, terminals::close_shift,
+        products::create, products::list, products::get, products::patch, products::delete, products::bulk,
+        customers::create, customers::list, customers::get, customers::patch,
+        stock::levels, stock::movements, stock::supply, stock::writeoff, stock::count, stock::transfer,
+        receipts::create, receipts::batch, receipts::get, receipts::list,
+        invoices::create, invoices::list, invoices::get, invoices::reserve, invoices::ship, invoices::cancel,
+        tokens::create, tokens::list, tokens::delete,
+        settings::get, settings::patch,
+        audit::list,
+        events::list,
+    ),
+    modifiers(&Bearer),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
