@@ -94,6 +94,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
+        // Outside /api/v1 too, an unknown route is a problem response, not an empty 404.
+        .fallback(|| async { ApiError::NotFound("route".into()) })
         .layer(middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))

@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
-            savdo_api::serve(listener, AppState { store }, shutdown_signal()).await?;
+            savdo_api::serve(listener, AppState::new(store), shutdown_signal()).await?;
         }
         Cmd::Migrate => {
             let (_store, r) = open(&cli.db).await?;

@@ -1,6 +1,7 @@
 //! Pure types and rules of Savdo. No database, no HTTP, no runtime.
 
 pub mod barcode;
+pub mod clock;
 pub mod event;
 pub mod ids;
 pub mod marking;

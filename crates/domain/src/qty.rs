@@ -47,9 +47,6 @@ impl Qty {
     pub fn checked_sub(self, o: Qty) -> Option<Qty> {
         self.0.checked_sub(o.0).map(Qty)
     }
-    pub fn neg(self) -> Qty {
-        Qty(-self.0)
-    }
 
     /// Parse decimal text exactly (`"1"`, `"0.25"`, `"-3.125"`, `"1e2"` is refused).
     pub fn parse(s: &str) -> Result<Qty, QtyError> {
@@ -113,6 +110,13 @@ impl Qty {
             return Err(QtyError::TooPrecise);
         }
         Qty::parse(&text)
+    }
+}
+
+impl std::ops::Neg for Qty {
+    type Output = Qty;
+    fn neg(self) -> Qty {
+        Qty(-self.0)
     }
 }
 

@@ -106,10 +106,10 @@ mod tests {
 
     #[test]
     fn line_with_discount_and_vat() {
-        let l = compute_line(11_200_00, Qty::units(2), 2_240_00, 12).unwrap();
-        assert_eq!(l.gross, 22_400_00);
-        assert_eq!(l.amount, 20_160_00);
-        assert_eq!(l.vat_amount, 2_160_00);
+        let l = compute_line(1_120_000, Qty::units(2), 224_000, 12).unwrap();
+        assert_eq!(l.gross, 2_240_000);
+        assert_eq!(l.amount, 2_016_000);
+        assert_eq!(l.vat_amount, 216_000);
         assert_eq!(
             compute_line(100, Qty::ZERO, 0, 12),
             Err(LineError::QtyNotPositive)

@@ -246,20 +246,22 @@ async fn index(State(sims): State<Sims>) -> Json<Value> {
     Json(json!({"service": "savdo-sandbox", "systems": names}))
 }
 
-fn find(sims: &Sims, system: &str) -> Result<Arc<dyn Simulator>, Response> {
+fn find(sims: &Sims, system: &str) -> Result<Arc<dyn Simulator>, Box<Response>> {
     sims.get(system).cloned().ok_or_else(|| {
-        (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("unknown system {system}")})),
+        Box::new(
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": format!("unknown system {system}")})),
+            )
+                .into_response(),
         )
-            .into_response()
     })
 }
 
 async fn set_faults(State(sims): State<Sims>, Path(system): Path<String>, body: Bytes) -> Response {
     let sim = match find(&sims, &system) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match serde_json::from_slice::<Faults>(&body) {
         Ok(f) => {
@@ -277,7 +279,7 @@ async fn set_faults(State(sims): State<Sims>, Path(system): Path<String>, body: 
 async fn get_faults(State(sims): State<Sims>, Path(system): Path<String>) -> Response {
     match find(&sims, &system) {
         Ok(s) => Json(json!({"faults": s.state().faults()})).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -288,14 +290,14 @@ async fn reset(State(sims): State<Sims>, Path(system): Path<String>) -> Response
             s.reset();
             Json(json!({"reset": system})).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn seed(State(sims): State<Sims>, Path(system): Path<String>, body: Bytes) -> Response {
     let sim = match find(&sims, &system) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let data: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -328,7 +330,7 @@ async fn calls(
                 .collect();
             Json(json!({"count": calls.len(), "calls": calls})).into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -338,7 +340,7 @@ async fn clear_calls(State(sims): State<Sims>, Path(system): Path<String>) -> Re
             s.state().calls.lock().unwrap().clear();
             StatusCode::NO_CONTENT.into_response()
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 

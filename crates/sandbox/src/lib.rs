@@ -5,6 +5,7 @@
 //! state, and shows what a simulator received, so tests and people can reproduce outages.
 
 pub mod common;
+pub mod marketplace_common;
 
 pub mod aslbelgisi;
 pub mod atol;

@@ -35,6 +35,8 @@ pub enum StorageError {
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("publishing to the bus failed: {0}")]
+    Publish(String),
     #[error("corrupt data: {0}")]
     Corrupt(String),
 }

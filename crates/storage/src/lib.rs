@@ -3,8 +3,10 @@
 //! care about writes its events into the outbox in the same transaction.
 
 pub mod backend;
+pub mod bus;
 pub mod error;
 pub mod model;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -16,14 +18,16 @@ use uuid::Uuid;
 pub use backend::Dialect;
 pub use backend::postgres::PgStore;
 pub use backend::sqlite::SqliteStore;
+pub use bus::{EventStore, InboxEntry, InboxState, PublishFn};
 pub use error::{FieldError, Result, StorageError};
 pub use model::*;
+pub use webhooks::WebhookStore;
 
 /// A page of results: items and the id to continue after, if there may be more.
 pub type Paged<T> = (Vec<T>, Option<Uuid>);
 
 #[async_trait]
-pub trait Storage: Send + Sync + 'static {
+pub trait Storage: EventStore + WebhookStore + Send + Sync + 'static {
     fn dialect(&self) -> Dialect;
     async fn migrate(&self) -> Result<()>;
     async fn ping(&self) -> Result<()>;
@@ -126,7 +130,9 @@ pub trait Storage: Send + Sync + 'static {
     async fn idem_abort(&self, tenant: Uuid, key: &str) -> Result<()>;
 
     // Events
-    /// The tenant's events after sequence `after`, in order, optionally of some types only.
+    /// The tenant's published events after publishing sequence `after` (`seq` is that
+    /// sequence here), in order, optionally of some types only. Ordering by publishing rather
+    /// than insertion means a client paging with the last `seq` never misses a late commit.
     async fn events(
         &self,
         tenant: Uuid,
@@ -134,6 +140,8 @@ pub trait Storage: Send + Sync + 'static {
         types: &[String],
         limit: u32,
     ) -> Result<Vec<OutboxEvent>>;
+    /// Woken after every commit, so the relay does not have to poll tightly.
+    fn outbox_notify(&self) -> std::sync::Arc<tokio::sync::Notify>;
 }
 
 /// Open the storage a URL names: `postgres://…` or `sqlite://…` (or a plain file path).

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 pub struct PgStore {
     write: sqlx::Pool<Db>,
     read: sqlx::Pool<Db>,
+    outbox_notify: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl PgStore {
@@ -32,14 +33,93 @@ impl PgStore {
         Ok(PgStore {
             write: pool.clone(),
             read: pool,
+            outbox_notify: Default::default(),
         })
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Db>> {
         Ok(self.write.begin().await?)
     }
+
+    async fn commit(&self, tx: sqlx::Transaction<'static, Db>) -> Result<()> {
+        tx.commit().await?;
+        self.outbox_notify.notify_one();
+        Ok(())
+    }
+
+    /// Several relays may run: each takes a transaction-scoped advisory lock per tenant, so a
+    /// tenant's events go through one relay at a time and in order, and claims its rows with
+    /// `FOR UPDATE SKIP LOCKED`. Publishing happens inside the transaction; if the process dies
+    /// before commit the rows are published again (the bus deduplicates by event id).
+    async fn relay_batch_impl(
+        &self,
+        limit: i64,
+        publish: crate::bus::PublishFn<'_>,
+    ) -> Result<usize> {
+        let mut tx = self.write.begin().await?;
+        let tenants: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT tenant_id FROM (SELECT tenant_id, MIN(seq) AS first FROM outbox WHERE pub_seq IS NULL GROUP BY tenant_id) t ORDER BY first LIMIT 64",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if tenants.is_empty() {
+            return Ok(0);
+        }
+        let mut mine = Vec::new();
+        for t in tenants {
+            let key = i64::from_be_bytes(t.as_bytes()[8..16].try_into().unwrap_or_default());
+            let got: bool = sqlx::query_scalar(
+                "SELECT pg_try_advisory_xact_lock(7300, ($1 % 2147483647)::int)",
+            )
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            if got {
+                mine.push(t);
+            }
+        }
+        if mine.is_empty() {
+            return Ok(0);
+        }
+        let rows = sqlx::query(
+            "SELECT seq, id, tenant_id, type, data, created_at FROM outbox WHERE pub_seq IS NULL AND tenant_id = ANY($1)              ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(&mine)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let events = rows
+            .iter()
+            .map(|r| outbox_from_row(r, "seq"))
+            .collect::<Result<Vec<_>>>()?;
+        let mut numbered = events.clone();
+        for e in numbered.iter_mut() {
+            e.seq = sqlx::query_scalar("SELECT nextval('outbox_pub_seq_gen')")
+                .fetch_one(&mut *tx)
+                .await?;
+        }
+        publish(&numbered)
+            .await
+            .map_err(crate::StorageError::Publish)?;
+        let now = super::now_micros();
+        for (e, n) in events.iter().zip(&numbered) {
+            sqlx::query("UPDATE outbox SET pub_seq = $2, published_at = $3 WHERE seq = $1")
+                .bind(e.seq)
+                .bind(n.seq)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(events.len())
+    }
 }
 
 type Backend = PgStore;
 
 include!("shared.rs");
+include!("bus_impl.rs");
+include!("webhooks_impl.rs");

@@ -487,6 +487,10 @@ impl Storage for Backend {
         Ok(())
     }
 
+    fn outbox_notify(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.outbox_notify.clone()
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
@@ -528,7 +532,7 @@ impl Storage for Backend {
             }
         }
         let new: TenantSettings = serde_json::from_value(merged).map_err(|e| {
-            let field = patch_obj.keys().find(|k| !serde_json::to_value(&current).ok().and_then(|c| c.get(k.as_str()).cloned()).is_some());
+            let field = patch_obj.keys().find(|k| serde_json::to_value(&current).ok().and_then(|c| c.get(k.as_str()).cloned()).is_none());
             StorageError::invalid(field.cloned().unwrap_or_default(), e.to_string())
         })?;
         sqlx::query("UPDATE tenants SET settings = $2 WHERE id = $1")
@@ -537,7 +541,7 @@ impl Storage for Backend {
             .execute(&mut *tx)
             .await?;
         audit(&mut tx, actor, "update", "settings", None, patch.clone()).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(new)
     }
 
@@ -563,7 +567,7 @@ impl Storage for Backend {
         .execute(&mut *tx)
         .await?;
         audit(&mut tx, actor, "create", "token", Some(id.to_string()), json!({"role": new.role, "name": new.name})).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(TokenInfo {
             id,
             tenant_id: actor.tenant_id,
@@ -593,7 +597,7 @@ impl Storage for Backend {
             return Err(StorageError::NotFound("token"));
         }
         audit(&mut tx, actor, "delete", "token", Some(id.to_string()), json!({})).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -621,7 +625,7 @@ impl Storage for Backend {
             .execute(&mut *tx)
             .await?;
         audit(&mut tx, actor, "create", "store", Some(id.to_string()), json!({"name": name})).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Store { id, name: name.into(), address: address.map(Into::into), active: true, created_at: ts(now) })
     }
 
@@ -668,7 +672,7 @@ impl Storage for Backend {
             .execute(&mut *tx)
             .await?;
         audit(&mut tx, actor, "update", "store", Some(id.to_string()), json!({})).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(s)
     }
 
@@ -688,7 +692,7 @@ impl Storage for Backend {
             .execute(&mut *tx)
             .await?;
         audit(&mut tx, actor, "create", "terminal", Some(id.to_string()), json!({"name": name})).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Terminal { id, store_id, name: name.into(), open_shift: None, created_at: ts(now) })
     }
 
@@ -765,7 +769,7 @@ impl Storage for Backend {
         let shift = Shift { id, terminal_id, opened_at: ts(now), closed_at: None };
         emit(&mut tx, actor.tenant_id, "shift.opened", serde_json::to_value(&shift)?).await?;
         audit(&mut tx, actor, "open", "shift", Some(id.to_string()), json!({"terminal_id": terminal_id})).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(shift)
     }
 
@@ -804,7 +808,7 @@ impl Storage for Backend {
         let shift = shift_from_row(&row)?;
         emit(&mut tx, actor.tenant_id, "shift.closed", serde_json::to_value(&shift)?).await?;
         audit(&mut tx, actor, "close", "shift", Some(shift_id.to_string()), json!({"terminal_id": terminal_id})).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(shift)
     }
 
@@ -813,14 +817,14 @@ impl Storage for Backend {
     async fn create_product(&self, actor: &Actor, f: &ProductFields) -> Result<Product> {
         let mut tx = self.begin().await?;
         let p = write_product(&mut tx, actor, new_id(), f, true).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(p)
     }
 
     async fn update_product(&self, actor: &Actor, id: Uuid, f: &ProductFields) -> Result<Product> {
         let mut tx = self.begin().await?;
         let p = write_product(&mut tx, actor, id, f, false).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(p)
     }
 
@@ -848,7 +852,7 @@ impl Storage for Backend {
             .await?;
         emit(&mut tx, actor.tenant_id, "product.deleted", json!({"id": id})).await?;
         audit(&mut tx, actor, "delete", "product", Some(id.to_string()), json!({})).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -908,7 +912,7 @@ impl Storage for Backend {
             }
             out.items.push(p);
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(out)
     }
 
@@ -917,14 +921,14 @@ impl Storage for Backend {
     async fn create_customer(&self, actor: &Actor, f: &CustomerFields) -> Result<Customer> {
         let mut tx = self.begin().await?;
         let c = write_customer(&mut tx, actor, new_id(), f, true).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(c)
     }
 
     async fn update_customer(&self, actor: &Actor, id: Uuid, f: &CustomerFields) -> Result<Customer> {
         let mut tx = self.begin().await?;
         let c = write_customer(&mut tx, actor, id, f, false).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(c)
     }
 
@@ -1071,7 +1075,7 @@ impl Storage for Backend {
         .await?;
         emit_levels(&mut tx, actor.tenant_id, &levels).await?;
         audit(&mut tx, actor, "create", kind, Some(id.to_string()), json!({"lines": doc.lines.len()})).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(StockDoc {
             id,
             kind: doc.kind,
@@ -1346,7 +1350,7 @@ impl Storage for Backend {
         };
         emit(&mut tx, tenant, kind, serde_json::to_value(&receipt)?).await?;
         emit_levels(&mut tx, tenant, &levels).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(ReceiptOutcome::Created(receipt))
     }
 
@@ -1478,7 +1482,7 @@ impl Storage for Backend {
         if inv.reserve {
             invoice = apply_invoice_action(&mut tx, actor, &settings, invoice, InvoiceAction::Reserve).await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok((invoice, true))
     }
 
@@ -1518,7 +1522,7 @@ impl Storage for Backend {
         let row = sqlx::query(AssertSqlSafe(sql)).bind(actor.tenant_id).bind(id).fetch_optional(&mut *tx).await?;
         let invoice = invoice_from_row(&row.ok_or(StorageError::NotFound("invoice"))?)?;
         let invoice = apply_invoice_action(&mut tx, actor, &settings, invoice, action).await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(invoice)
     }
 
@@ -1612,8 +1616,8 @@ impl Storage for Backend {
     // ----- events -----
 
     async fn events(&self, tenant: Uuid, after: i64, types: &[String], limit: u32) -> Result<Vec<OutboxEvent>> {
-        let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT seq, id, tenant_id, type, data, created_at FROM outbox WHERE tenant_id = ");
-        qb.push_bind(tenant).push(" AND seq > ").push_bind(after);
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT pub_seq, id, tenant_id, type, data, created_at FROM outbox WHERE tenant_id = ");
+        qb.push_bind(tenant).push(" AND pub_seq > ").push_bind(after);
         if !types.is_empty() {
             qb.push(" AND type IN (");
             let mut sep = qb.separated(", ");
@@ -1622,18 +1626,11 @@ impl Storage for Backend {
             }
             qb.push(")");
         }
-        qb.push(" ORDER BY seq LIMIT ").push_bind(page_limit(limit));
+        qb.push(" ORDER BY pub_seq LIMIT ").push_bind(page_limit(limit));
         let rows = qb.build().fetch_all(&self.read).await?;
         rows.iter()
             .map(|r| {
-                Ok(OutboxEvent {
-                    seq: r.try_get("seq")?,
-                    id: r.try_get("id")?,
-                    tenant_id: r.try_get("tenant_id")?,
-                    kind: r.try_get("type")?,
-                    data: r.try_get::<Json<Value>, _>("data")?.0,
-                    time: ts(r.try_get("created_at")?),
-                })
+                outbox_from_row(r, "pub_seq")
             })
             .collect()
     }

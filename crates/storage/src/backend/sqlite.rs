@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 pub struct SqliteStore {
     write: sqlx::Pool<Db>,
     read: sqlx::Pool<Db>,
+    outbox_notify: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl SqliteStore {
@@ -44,7 +45,11 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(opts.read_only(false))
             .await?;
-        Ok(SqliteStore { write, read })
+        Ok(SqliteStore {
+            write,
+            read,
+            outbox_notify: Default::default(),
+        })
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, Db>> {
@@ -52,8 +57,62 @@ impl SqliteStore {
         // busy_timeout instead of failing on a read-to-write upgrade.
         Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
     }
+
+    async fn commit(&self, tx: sqlx::Transaction<'static, Db>) -> Result<()> {
+        tx.commit().await?;
+        self.outbox_notify.notify_one();
+        Ok(())
+    }
+
+    /// One writer per SQLite file, so one relay: read in insert order (which is commit order
+    /// here), publish, then number and mark in a short write transaction.
+    async fn relay_batch_impl(
+        &self,
+        limit: i64,
+        publish: crate::bus::PublishFn<'_>,
+    ) -> Result<usize> {
+        use sqlx::Row;
+        let rows = sqlx::query(
+            "SELECT seq, id, tenant_id, type, data, created_at FROM outbox WHERE pub_seq IS NULL ORDER BY seq LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let events = rows
+            .iter()
+            .map(|r| outbox_from_row(r, "seq"))
+            .collect::<Result<Vec<_>>>()?;
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(pub_seq), 0) FROM outbox")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut numbered = events.clone();
+        for (i, e) in numbered.iter_mut().enumerate() {
+            e.seq = base + 1 + i as i64;
+        }
+        publish(&numbered)
+            .await
+            .map_err(crate::StorageError::Publish)?;
+        let now = super::now_micros();
+        for (e, n) in events.iter().zip(&numbered) {
+            sqlx::query("UPDATE outbox SET pub_seq = $2, published_at = $3 WHERE seq = $1")
+                .bind(e.seq)
+                .bind(n.seq)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let _ = rows.first().map(|r| r.len());
+        Ok(events.len())
+    }
 }
 
 type Backend = SqliteStore;
 
 include!("shared.rs");
+include!("bus_impl.rs");
+include!("webhooks_impl.rs");

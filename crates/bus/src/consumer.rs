@@ -1,0 +1,305 @@
+//! Consumers: each event applied once per consumer, whatever the bus redelivers.
+//!
+//! The inbox (consumer, event id) records every event a consumer has started, finished or
+//! given up on. A failed event is parked with its next attempt time (exponential backoff with
+//! jitter) and the consumer moves on; after `max_attempts` it is dead-lettered. Consumers that
+//! call outside services get the attempt number and must use the event id as the provider's
+//! idempotency key, so a crash between the call and the inbox update is harmless.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use savdo_domain::clock::Clock;
+use savdo_domain::event::CloudEvent;
+use savdo_storage::{InboxState, OutboxEvent, Storage, StorageError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::{Bus, envelope};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Try again later (network error, 5xx, provider down).
+    #[error("{0}")]
+    Retry(String),
+    /// Try again, not before `after` (a provider's `Retry-After`).
+    #[error("{message}")]
+    RetryAfter { message: String, after: Duration },
+    /// Retrying cannot help (the event is invalid for this consumer).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+#[async_trait]
+pub trait Consumer: Send + Sync + 'static {
+    /// Stable name: the durable position, the inbox key and the metrics label.
+    fn name(&self) -> &str;
+    fn accepts(&self, event_type: &str) -> bool;
+    /// Apply one event. `attempt` starts at 1.
+    async fn handle(&self, event: &CloudEvent, attempt: u32) -> Result<(), HandleError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 12,
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// `base · 2^(attempt−1)`, capped, with ±25 % jitter so retries of many events spread out.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let d = exp.min(self.max);
+        let jitter = rand::random_range(0.75..1.25);
+        d.mul_f64(jitter)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Skipped,
+    Retrying,
+    Dead,
+}
+
+#[derive(Clone)]
+pub struct ConsumerRunner {
+    pub store: Arc<dyn Storage>,
+    pub clock: Arc<dyn Clock>,
+    pub policy: RetryPolicy,
+}
+
+impl ConsumerRunner {
+    pub fn new(store: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> Self {
+        ConsumerRunner {
+            store,
+            clock,
+            policy: RetryPolicy::default(),
+        }
+    }
+
+    /// Deliver one event to one consumer through its inbox.
+    pub async fn process(
+        &self,
+        c: &dyn Consumer,
+        e: &OutboxEvent,
+    ) -> Result<Outcome, StorageError> {
+        if !c.accepts(&e.kind) {
+            return Ok(Outcome::Skipped);
+        }
+        let attempt = match self.store.inbox_begin(c.name(), e).await? {
+            InboxState::Done | InboxState::Dead => return Ok(Outcome::Skipped),
+            InboxState::New => 1,
+            InboxState::Retry { attempts } => attempts + 1,
+        };
+        self.attempt(c, e, attempt).await
+    }
+
+    async fn attempt(
+        &self,
+        c: &dyn Consumer,
+        e: &OutboxEvent,
+        attempt: u32,
+    ) -> Result<Outcome, StorageError> {
+        let name = c.name().to_string();
+        metrics::counter!("savdo_consumer_attempts_total", "consumer" => name.clone()).increment(1);
+        let result = c.handle(&envelope(e), attempt).await;
+        let outcome = match result {
+            Ok(()) => {
+                self.store.inbox_done(&name, e.id).await?;
+                Outcome::Applied
+            }
+            Err(err) => {
+                metrics::counter!("savdo_consumer_failures_total", "consumer" => name.clone())
+                    .increment(1);
+                let next = match &err {
+                    HandleError::Permanent(_) => None,
+                    _ if attempt >= self.policy.max_attempts => None,
+                    HandleError::Retry(_) => Some(self.policy.delay(attempt)),
+                    HandleError::RetryAfter { after, .. } => {
+                        Some((*after).max(self.policy.delay(attempt)))
+                    }
+                };
+                let at = next
+                    .map(|d| self.clock.now() + chrono::Duration::from_std(d).unwrap_or_default());
+                tracing::warn!(consumer = %name, event = %e.id, attempt, error = %err, dead = at.is_none(), "consumer failed");
+                self.store
+                    .inbox_fail(&name, e.id, &err.to_string(), at)
+                    .await?;
+                if at.is_some() {
+                    Outcome::Retrying
+                } else {
+                    Outcome::Dead
+                }
+            }
+        };
+        metrics::counter!("savdo_consumer_events_total", "consumer" => name, "outcome" => format!("{outcome:?}")).increment(1);
+        Ok(outcome)
+    }
+
+    /// Attempt every parked event whose time has come.
+    pub async fn retry_due(&self, c: &dyn Consumer) -> Result<usize, StorageError> {
+        let due = self
+            .store
+            .inbox_due(c.name(), self.clock.now(), 100)
+            .await?;
+        let n = due.len();
+        for (e, attempts) in due {
+            self.attempt(c, &e, attempts + 1).await?;
+        }
+        Ok(n)
+    }
+
+    /// Everything published since this consumer's position (in-process bus); returns how many
+    /// events were read.
+    pub async fn poll_outbox(&self, c: &dyn Consumer) -> Result<usize, StorageError> {
+        let pos = self.store.consumer_position(c.name()).await?;
+        let events = self.store.published_after(pos, 256).await?;
+        let Some(last) = events.last().map(|e| e.seq) else {
+            return Ok(0);
+        };
+        for e in &events {
+            self.process(c, e).await?;
+        }
+        self.store.save_consumer_position(c.name(), last).await?;
+        let head = self.store.last_pub_seq().await.unwrap_or(last);
+        metrics::gauge!("savdo_consumer_lag", "consumer" => c.name().to_string())
+            .set((head - last) as f64);
+        Ok(events.len())
+    }
+
+    /// Run every consumer until `shutdown` turns true.
+    pub fn spawn(
+        &self,
+        bus: Bus,
+        consumers: Vec<Arc<dyn Consumer>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
+        let mut handles = Vec::new();
+        for c in consumers {
+            let (r, b, s) = (self.clone(), bus.clone(), shutdown.clone());
+            let c2 = c.clone();
+            handles.push(tokio::spawn(async move { r.feed(b, c2, s).await }));
+            let (r, s) = (self.clone(), shutdown.clone());
+            handles.push(tokio::spawn(async move { r.retries(c, s).await }));
+        }
+        handles
+    }
+
+    async fn retries(&self, c: Arc<dyn Consumer>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Err(e) = self.retry_due(c.as_ref()).await {
+                tracing::warn!(consumer = c.name(), error = %e, "retry scan failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn feed(&self, bus: Bus, c: Arc<dyn Consumer>, mut shutdown: watch::Receiver<bool>) {
+        match bus {
+            Bus::InProcess { published } => loop {
+                if *shutdown.borrow() {
+                    return;
+                }
+                let woken = published.notified();
+                match self.poll_outbox(c.as_ref()).await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(consumer = c.name(), error = %e, "consumer could not read events")
+                    }
+                }
+                tokio::select! {
+                    _ = woken => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = shutdown.changed() => {}
+                }
+            },
+            Bus::Nats(nats) => loop {
+                if *shutdown.borrow() {
+                    return;
+                }
+                if let Err(e) = self.nats_round(&nats, c.as_ref(), &mut shutdown).await {
+                    tracing::warn!(consumer = c.name(), error = %e, "NATS consumer error; reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            },
+        }
+    }
+
+    async fn nats_round(
+        &self,
+        nats: &crate::NatsBus,
+        c: &dyn Consumer,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let durable = nats.durable(c.name()).await?;
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let mut batch = durable
+                .fetch()
+                .max_messages(256)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await?;
+            while let Some(msg) = batch.next().await {
+                let msg = msg.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let ev: CloudEvent = match serde_json::from_slice(&msg.payload) {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        // Not ours to understand: acknowledge so it does not block the stream.
+                        tracing::warn!(consumer = c.name(), error = %e, "skipping a malformed message");
+                        msg.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                        continue;
+                    }
+                };
+                let seq = msg.info().map(|i| i.stream_sequence as i64).unwrap_or(0);
+                let oe = OutboxEvent {
+                    seq,
+                    id: ev.id,
+                    tenant_id: ev.tenantid,
+                    kind: ev.kind,
+                    data: ev.data,
+                    time: ev.time,
+                };
+                // Acknowledge only after the inbox recorded the outcome; a storage error leaves
+                // the message to be redelivered.
+                self.process(c, &oe).await?;
+                msg.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            if let Ok(mut info) = durable.clone().info().await.map(|i| i.num_pending) {
+                metrics::gauge!("savdo_consumer_lag", "consumer" => c.name().to_string())
+                    .set(info as f64);
+                info = 0;
+                let _ = info;
+            }
+        }
+    }
+}

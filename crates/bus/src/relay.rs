@@ -1,0 +1,66 @@
+//! The relay: outbox rows to the bus, in order per tenant, marked published only after the bus
+//! accepted them. Safe to run several (PostgreSQL) and to restart at any point.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use savdo_storage::{OutboxEvent, Storage};
+use tokio::sync::watch;
+
+use crate::Bus;
+
+pub const BATCH: u32 = 256;
+
+fn publisher(
+    bus: Bus,
+) -> impl for<'b> Fn(&'b [OutboxEvent]) -> BoxFuture<'b, Result<(), String>> + Send + Sync {
+    move |evs: &[OutboxEvent]| -> BoxFuture<'_, Result<(), String>> {
+        let bus = bus.clone();
+        Box::pin(async move { bus.publish(evs).await })
+    }
+}
+
+/// Move everything waiting now; returns how many events were published.
+pub async fn drain(
+    store: &Arc<dyn Storage>,
+    bus: &Bus,
+) -> Result<usize, savdo_storage::StorageError> {
+    let mut total = 0;
+    loop {
+        let publish = publisher(bus.clone());
+        let n = store.relay_batch(BATCH, &publish).await?;
+        total += n;
+        metrics::counter!("savdo_relay_published_total").increment(n as u64);
+        if n == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Run until `shutdown` turns true: publish on every commit notification, and poll as a fallback
+/// (another process may have written the outbox).
+pub async fn run(store: Arc<dyn Storage>, bus: Bus, mut shutdown: watch::Receiver<bool>) {
+    let notify = store.outbox_notify();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let waiting = notify.notified();
+        match drain(&store, &bus).await {
+            Ok(_) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(error = %e, bus = bus.kind(), "relay could not publish; will retry");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        }
+        tokio::select! {
+            _ = waiting => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
