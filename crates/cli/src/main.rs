@@ -1,6 +1,7 @@
 //! `savdo`: the server, its worker, and the operator's commands.
 
 mod config;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +33,16 @@ enum Cmd {
         /// Address to listen on [default: 127.0.0.1:8080].
         #[arg(long, env = "SAVDO_LISTEN")]
         listen: Option<SocketAddr>,
+        /// Do not run the relay and consumers here (run `savdo worker` processes instead).
+        #[arg(long, env = "SAVDO_NO_WORKERS")]
+        no_workers: bool,
+        #[command(flatten)]
+        bus: BusArgs,
+    },
+    /// Run the outbox relay and the event consumers without serving HTTP.
+    Worker {
+        #[command(flatten)]
+        bus: BusArgs,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -40,6 +51,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TenantCmd,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct BusArgs {
+    /// NATS server with JetStream; without it events travel on the in-process bus.
+    #[arg(long, env = "SAVDO_NATS_URL")]
+    nats_url: Option<String>,
+    /// Let webhooks target loopback and private addresses (development only).
+    #[arg(long, env = "SAVDO_WEBHOOKS_ALLOW_PRIVATE", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    webhooks_allow_private: bool,
 }
 
 #[derive(Subcommand)]
@@ -100,12 +121,24 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider so that nothing but ring is compiled in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let file_log = cli.db.resolve().ok().and_then(|r| r.log_format);
     init_logging(file_log.as_deref());
     match cli.cmd {
-        Cmd::Serve { listen } => {
+        Cmd::Serve {
+            listen,
+            no_workers,
+            bus,
+        } => {
             let (store, r) = open(&cli.db).await?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let workers = if no_workers {
+                Vec::new()
+            } else {
+                workers::start(store.clone(), &bus, stop_rx).await?
+            };
             tracing::info!(data_dir = %r.data_dir.display(), database = %redact(&r.database_url), "storage ready");
             let addr = listen
                 .or(r.file_listen)
@@ -113,7 +146,19 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
-            savdo_api::serve(listener, AppState::new(store), shutdown_signal()).await?;
+            let mut state = AppState::new(store);
+            state.webhooks_allow_private = bus.webhooks_allow_private;
+            savdo_api::serve(listener, state, shutdown_signal()).await?;
+            let _ = stop_tx.send(true);
+            workers::join(workers).await;
+        }
+        Cmd::Worker { bus } => {
+            let (store, _) = open(&cli.db).await?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let handles = workers::start(store, &bus, stop_rx).await?;
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+            workers::join(handles).await;
         }
         Cmd::Migrate => {
             let (_store, r) = open(&cli.db).await?;
