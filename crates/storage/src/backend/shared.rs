@@ -1572,6 +1572,23 @@ impl Storage for Backend {
         if r.rows_affected() == 1 {
             return Ok(IdemState::Started);
         }
+        // A request that never finished (its client went away mid-flight) holds the key for a
+        // minute at most; then a retry takes it over.
+        let stale = now_micros() - 60_000_000;
+        let taken = sqlx::query(
+            "UPDATE idempotency_keys SET request_hash = $3, created_at = $4 \
+             WHERE tenant_id = $1 AND key = $2 AND status IS NULL AND created_at < $5",
+        )
+        .bind(tenant)
+        .bind(key)
+        .bind(request_hash)
+        .bind(now_micros())
+        .bind(stale)
+        .execute(&self.write)
+        .await?;
+        if taken.rows_affected() == 1 {
+            return Ok(IdemState::Started);
+        }
         let row = sqlx::query("SELECT request_hash, status, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2")
             .bind(tenant)
             .bind(key)
