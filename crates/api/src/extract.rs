@@ -46,8 +46,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 /// Parse JSON, naming the field at fault.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(v) => Ok(v),
+    match serde_path_to_error::deserialize::<_, T>(&mut *de) {
+        // Only whitespace may follow the value: `{...} trailing` is not JSON.
+        Ok(v) => de
+            .end()
+            .map(|()| v)
+            .map_err(|e| ApiError::MalformedBody(e.to_string())),
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner();
@@ -72,14 +76,20 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
-/// The full path of the field an error is about; for unknown and missing fields serde names
-/// the field only in the message.
+/// The full path of the field an error is about. For a missing field serde names the field
+/// only in the message (the path is its parent); for an unknown field the path already ends
+/// with the field's name, so it is not appended twice.
 fn field_of(path: &str, msg: &str) -> String {
-    let named = ["unknown field `", "missing field `"]
-        .iter()
-        .find_map(|p| msg.strip_prefix(p))
-        .and_then(|rest| rest.split('`').next());
+    let name_in = |prefix: &str| {
+        msg.strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+    };
     let base = if path == "." { "" } else { path };
+    let named = match (name_in("unknown field `"), name_in("missing field `")) {
+        (Some(name), _) if base == name || base.ends_with(&format!(".{name}")) => None,
+        (Some(name), _) | (None, Some(name)) => Some(name),
+        (None, None) => None,
+    };
     match named {
         Some(name) if base.is_empty() => name.to_string(),
         Some(name) => format!("{base}.{name}"),

@@ -72,6 +72,23 @@ pub fn router(state: AppState) -> Router {
         .route("/settings", get(settings::get).patch(settings::patch))
         .route("/audit", get(audit::list))
         .route("/events", get(events::list))
+        .route("/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::patch)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route(
+            "/webhooks/{id}/deliveries/{delivery_id}/retry",
+            post(webhooks::retry),
+        )
+        .route("/webhooks/{id}/test", post(webhooks::test))
         .route(
             "/openapi.json",
             get(|| async { axum::Json(openapi::ApiDoc::openapi()) }),

@@ -21,6 +21,7 @@ use crate::routes::*;
         settings::get, settings::patch,
         audit::list,
         events::list,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::patch, webhooks::delete, webhooks::rotate_secret, webhooks::deliveries, webhooks::retry, webhooks::test,
     ),
     modifiers(&Bearer),
     security(("bearer" = [])),

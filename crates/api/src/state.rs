@@ -15,6 +15,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Storage>) -> Self {
-        AppState { store, clock: Arc::new(SystemClock), webhooks_allow_private: false }
+        AppState {
+            store,
+            clock: Arc::new(SystemClock),
+            webhooks_allow_private: false,
+        }
     }
 }

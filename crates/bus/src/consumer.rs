@@ -41,6 +41,10 @@ pub trait Consumer: Send + Sync + 'static {
     async fn handle(&self, event: &CloudEvent, attempt: u32) -> Result<(), HandleError>;
 }
 
+/// How long a claimed retry belongs to the worker attempting it; after a crash the event is
+/// due again when this runs out.
+pub const RETRY_LEASE: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
@@ -153,14 +157,18 @@ impl ConsumerRunner {
         Ok(outcome)
     }
 
-    /// Attempt every parked event whose time has come.
+    /// Attempt every parked event whose time has come; returns how many were attempted.
+    /// Each is claimed first, so several workers scanning at once attempt it once.
     pub async fn retry_due(&self, c: &dyn Consumer) -> Result<usize, StorageError> {
-        let due = self
-            .store
-            .inbox_due(c.name(), self.clock.now(), 100)
-            .await?;
-        let n = due.len();
+        let now = self.clock.now();
+        let due = self.store.inbox_due(c.name(), now, 100).await?;
+        let lease = now + chrono::Duration::from_std(RETRY_LEASE).unwrap_or_default();
+        let mut n = 0;
         for (e, attempts) in due {
+            if !self.store.inbox_claim(c.name(), e.id, now, lease).await? {
+                continue;
+            }
+            n += 1;
             self.attempt(c, &e, attempts + 1).await?;
         }
         Ok(n)

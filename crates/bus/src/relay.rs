@@ -31,6 +31,13 @@ pub async fn drain(
         let publish = publisher(bus.clone());
         let n = store.relay_batch(BATCH, &publish).await?;
         total += n;
+        if n > 0
+            && let Bus::InProcess { published } = bus
+        {
+            // In-process consumers read the outbox: wake them again now that the batch is
+            // committed (publishing woke them before its rows were visible).
+            published.notify_waiters();
+        }
         metrics::counter!("savdo_relay_published_total").increment(n as u64);
         if n == 0 {
             return Ok(total);

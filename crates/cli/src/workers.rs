@@ -27,9 +27,17 @@ pub async fn start(
         bus.clone(),
         stop.clone(),
     ))];
-    let runner = ConsumerRunner::new(store.clone(), Arc::new(SystemClock));
-    let consumers: Vec<Arc<dyn Consumer>> = Vec::new();
-    handles.extend(runner.spawn(bus, consumers, stop));
+    let clock = Arc::new(SystemClock);
+    let runner = ConsumerRunner::new(store.clone(), clock.clone());
+    let consumers: Vec<Arc<dyn Consumer>> =
+        vec![Arc::new(savdo_webhooks::Dispatcher::new(store.clone()))];
+    handles.extend(runner.spawn(bus, consumers, stop.clone()));
+    let config = savdo_webhooks::WorkerConfig {
+        allow_private: args.webhooks_allow_private,
+        ..Default::default()
+    };
+    let deliveries = savdo_webhooks::DeliveryWorker::new(store, clock, config);
+    handles.push(tokio::spawn(async move { deliveries.run(stop).await }));
     Ok(handles)
 }
 

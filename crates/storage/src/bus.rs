@@ -10,7 +10,9 @@ use uuid::Uuid;
 use crate::Result;
 use crate::model::OutboxEvent;
 
-/// Publishes a batch; `Ok` only when every event is durably accepted by the bus.
+/// Publishes a batch; `Ok` only when every event is durably accepted by the bus. The events'
+/// `seq` is not part of what is published (SQLite passes the publishing sequence, PostgreSQL the
+/// outbox sequence, numbering after the bus accepted the batch).
 pub type PublishFn<'a> = &'a (
         dyn for<'b> Fn(&'b [OutboxEvent]) -> BoxFuture<'b, std::result::Result<(), String>>
             + Send
@@ -70,6 +72,16 @@ pub trait EventStore: Send + Sync {
         error: &str,
         next_attempt_at: Option<DateTime<Utc>>,
     ) -> Result<()>;
+    /// Take a due retry (status `retry`, due at `now`) for one attempt by moving its next
+    /// attempt to `lease_until`; `false` when another worker took it first. If the worker dies
+    /// during the attempt, the event is due again when the lease ends.
+    async fn inbox_claim(
+        &self,
+        consumer: &str,
+        event_id: Uuid,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool>;
     /// Events whose retry is due.
     async fn inbox_due(
         &self,

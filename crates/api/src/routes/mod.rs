@@ -12,6 +12,7 @@ pub mod stores;
 pub mod system;
 pub mod terminals;
 pub mod tokens;
+pub mod webhooks;
 
 use serde::{Deserialize, Deserializer};
 use uuid::Uuid;

@@ -14,7 +14,7 @@ CREATE TABLE tokens (
     name        TEXT NOT NULL,
     role        TEXT NOT NULL,
     store_id    UUID,
-    token_hash  UUID NOT NULL UNIQUE,
+    token_hash  BYTEA NOT NULL UNIQUE,
     created_at  BIGINT NOT NULL
 );
 CREATE INDEX tokens_tenant ON tokens(tenant_id);

@@ -126,6 +126,27 @@ impl crate::bus::EventStore for Backend {
         Ok(())
     }
 
+    async fn inbox_claim(
+        &self,
+        consumer: &str,
+        event_id: Uuid,
+        now: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE consumer_inbox SET next_attempt_at = $4, updated_at = $5 \
+             WHERE consumer = $1 AND event_id = $2 AND status = 'retry' AND next_attempt_at <= $3",
+        )
+        .bind(consumer)
+        .bind(event_id)
+        .bind(now.timestamp_micros())
+        .bind(lease_until.timestamp_micros())
+        .bind(now_micros())
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     async fn inbox_due(&self, consumer: &str, now: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<(OutboxEvent, u32)>> {
         let rows = sqlx::query(
             "SELECT event, attempts FROM consumer_inbox WHERE consumer = $1 AND status = 'retry' AND next_attempt_at <= $2 \

@@ -10,11 +10,23 @@ use crate::Result;
 
 pub type Db = sqlx::Postgres;
 const DIALECT: Dialect = Dialect::Postgres;
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "core",
-    include_str!("../../migrations/postgres/0001_core.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "core",
+        include_str!("../../migrations/postgres/0001_core.sql"),
+    ),
+    (
+        2,
+        "bus",
+        include_str!("../../migrations/postgres/0002_bus.sql"),
+    ),
+    (
+        3,
+        "webhooks",
+        include_str!("../../migrations/postgres/0003_webhooks.sql"),
+    ),
+];
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -51,6 +63,13 @@ impl PgStore {
     /// tenant's events go through one relay at a time and in order, and claims its rows with
     /// `FOR UPDATE SKIP LOCKED`. Publishing happens inside the transaction; if the process dies
     /// before commit the rows are published again (the bus deduplicates by event id).
+    ///
+    /// The publishing sequence is taken only after the bus accepted the batch, under one
+    /// transaction-scoped lock shared by all relays and held until commit: publishing
+    /// sequences then become visible in increasing order, so a reader paging
+    /// `published_after` / `events()` with its last sequence never skips a batch that another
+    /// relay numbered lower but committed later. `publish` therefore sees the events with
+    /// their outbox `seq`.
     async fn relay_batch_impl(
         &self,
         limit: i64,
@@ -95,15 +114,18 @@ impl PgStore {
             .iter()
             .map(|r| outbox_from_row(r, "seq"))
             .collect::<Result<Vec<_>>>()?;
+        publish(&events)
+            .await
+            .map_err(crate::StorageError::Publish)?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7301, 0)")
+            .execute(&mut *tx)
+            .await?;
         let mut numbered = events.clone();
         for e in numbered.iter_mut() {
             e.seq = sqlx::query_scalar("SELECT nextval('outbox_pub_seq_gen')")
                 .fetch_one(&mut *tx)
                 .await?;
         }
-        publish(&numbered)
-            .await
-            .map_err(crate::StorageError::Publish)?;
         let now = super::now_micros();
         for (e, n) in events.iter().zip(&numbered) {
             sqlx::query("UPDATE outbox SET pub_seq = $2, published_at = $3 WHERE seq = $1")

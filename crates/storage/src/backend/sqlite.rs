@@ -11,11 +11,23 @@ use crate::Result;
 
 pub type Db = sqlx::Sqlite;
 const DIALECT: Dialect = Dialect::Sqlite;
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "core",
-    include_str!("../../migrations/sqlite/0001_core.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "core",
+        include_str!("../../migrations/sqlite/0001_core.sql"),
+    ),
+    (
+        2,
+        "bus",
+        include_str!("../../migrations/sqlite/0002_bus.sql"),
+    ),
+    (
+        3,
+        "webhooks",
+        include_str!("../../migrations/sqlite/0003_webhooks.sql"),
+    ),
+];
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -64,19 +76,30 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// One writer per SQLite file, so one relay: read in insert order (which is commit order
-    /// here), publish, then number and mark in a short write transaction.
+    /// Read in insert order (which is commit order here), publish, then number and mark, all
+    /// under the write lock: a second relay on the same file (`savdo serve` next to a
+    /// `savdo worker`, or two tasks) waits and then sees the rows as published, instead of
+    /// reading them before the first one marks them and publishing them again.
     async fn relay_batch_impl(
         &self,
         limit: i64,
         publish: crate::bus::PublishFn<'_>,
     ) -> Result<usize> {
         use sqlx::Row;
+        // Nothing waiting (the common case): answer from a reader, without the write lock.
+        let waiting: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM outbox WHERE pub_seq IS NULL LIMIT 1")
+                .fetch_optional(&self.read)
+                .await?;
+        if waiting.is_none() {
+            return Ok(0);
+        }
+        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
             "SELECT seq, id, tenant_id, type, data, created_at FROM outbox WHERE pub_seq IS NULL ORDER BY seq LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.read)
+        .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
             return Ok(0);
@@ -85,7 +108,6 @@ impl SqliteStore {
             .iter()
             .map(|r| outbox_from_row(r, "seq"))
             .collect::<Result<Vec<_>>>()?;
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
         let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(pub_seq), 0) FROM outbox")
             .fetch_one(&mut *tx)
             .await?;

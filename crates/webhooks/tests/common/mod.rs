@@ -1,0 +1,243 @@
+//! Test support: a fresh database per test (SQLite always, PostgreSQL when
+//! `SAVDO_TEST_DATABASE_URL` is set), a manual clock, and a local receiver.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use savdo_domain::clock::ManualClock;
+use savdo_domain::tenant::Role;
+use savdo_storage::{Actor, Storage};
+use serde_json::Value;
+use sqlx::Connection;
+use uuid::Uuid;
+
+pub const PG_ENV: &str = "SAVDO_TEST_DATABASE_URL";
+
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    $crate::common::run(false, super::$name).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    $crate::common::run(true, super::$name).await;
+                }
+            }
+        )*
+    };
+}
+
+pub struct Env {
+    pub store: Arc<dyn Storage>,
+    pub clock: Arc<ManualClock>,
+    pub actor: Actor,
+    url: String,
+    pg: bool,
+}
+
+impl Env {
+    pub async fn new_actor(&self, name: &str) -> Actor {
+        let t = self.store.create_tenant(name).await.expect("tenant");
+        Actor {
+            tenant_id: t.id,
+            token_id: None,
+            role: Role::Owner,
+            store_id: None,
+        }
+    }
+
+    /// The outbox rows of a tenant (type, data), straight from the table.
+    pub async fn outbox(&self, tenant: Uuid) -> Vec<(String, Value)> {
+        let sql = "SELECT type, data FROM outbox WHERE tenant_id = $1 ORDER BY seq";
+        if self.pg {
+            let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            let rows: Vec<(String, sqlx::types::Json<Value>)> = sqlx::query_as(sql)
+                .bind(tenant)
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+            rows.into_iter().map(|(t, d)| (t, d.0)).collect()
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            let rows: Vec<(String, sqlx::types::Json<Value>)> = sqlx::query_as(sql)
+                .bind(tenant)
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+            rows.into_iter().map(|(t, d)| (t, d.0)).collect()
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        use savdo_domain::clock::Clock;
+        self.clock.now()
+    }
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let root = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{db}?{q}"),
+        None => format!("{root}/{db}"),
+    }
+}
+
+pub async fn run<F, Fut>(pg: bool, f: F)
+where
+    F: FnOnce(Env) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    savdo_webhooks::init_crypto();
+    let mut _dir = None;
+    let mut drop_db = None;
+    let url = if pg {
+        let Some(admin) = std::env::var(PG_ENV).ok().filter(|v| !v.is_empty()) else {
+            eprintln!("SKIP postgres: {PG_ENV} is not set");
+            return;
+        };
+        let db = format!("savdo_t_{}", Uuid::new_v4().simple());
+        let mut c = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
+            .execute(&mut c)
+            .await
+            .expect("create test database");
+        drop_db = Some((admin.clone(), db.clone()));
+        with_db(&admin, &db)
+    } else {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("savdo.db").display());
+        _dir = Some(dir);
+        url
+    };
+    let store = savdo_storage::connect(&url).await.expect("open storage");
+    store.migrate().await.expect("migrate");
+    let t = store.create_tenant("Test shop").await.expect("tenant");
+    let env = Env {
+        store,
+        // Whole microseconds, as the database stores them.
+        clock: Arc::new(ManualClock::new(
+            DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap(),
+        )),
+        actor: Actor {
+            tenant_id: t.id,
+            token_id: None,
+            role: Role::Owner,
+            store_id: None,
+        },
+        url,
+        pg,
+    };
+    let res = tokio::spawn(f(env)).await;
+    if let Some((admin, db)) = drop_db
+        && let Ok(mut c) = sqlx::PgConnection::connect(&admin).await
+    {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+        )))
+        .execute(&mut c)
+        .await;
+    }
+    if let Err(e) = res {
+        match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(e) => panic!("test task failed: {e}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A scripted answer: status, headers, body, and an optional delay.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+    pub delay_ms: u64,
+}
+
+impl Answer {
+    pub fn status(status: u16) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            delay_ms: 0,
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub got: Arc<Mutex<Vec<Received>>>,
+    pub script: Arc<Mutex<VecDeque<Answer>>>,
+    pub url: String,
+}
+
+impl Receiver {
+    /// Answers 200 unless scripted otherwise.
+    pub async fn start() -> Receiver {
+        let mut r = Receiver::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        r.url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(r.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        r
+    }
+
+    pub fn push(&self, a: Answer) {
+        self.script.lock().unwrap().push_back(a);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    r.got.lock().unwrap().push(Received { headers, body });
+    let a = r
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(Answer::status(200));
+    if a.delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(a.delay_ms)).await;
+    }
+    let mut h = HeaderMap::new();
+    for (k, v) in a.headers {
+        h.insert(k, v.parse().unwrap());
+    }
+    (StatusCode::from_u16(a.status).unwrap(), h, a.body)
+}
