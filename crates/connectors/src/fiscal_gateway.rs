@@ -1,0 +1,1 @@
+//! Client of the `savdo-fiscal` gateway and the consumer that fiscalizes receipts.

@@ -1,0 +1,5 @@
+//! One module per external system. Each keeps its wire format to itself (its request and
+//! response types live beside it) and implements the hub's capability traits, so the rest of
+//! Savdo never sees a provider's protocol.
+
+pub mod fiscal_gateway;
