@@ -1,6 +1,7 @@
 //! Savdo's HTTP layer: REST `/api/v1`, OpenAPI, metrics. Thin by design: parse, authorize,
 //! call storage or a service, map errors.
 
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -38,6 +39,10 @@ pub fn router(state: AppState) -> Router {
         .route("/stores/{id}", get(stores::get).patch(stores::patch))
         .route("/terminals", post(terminals::create).get(terminals::list))
         .route("/terminals/{id}", get(terminals::get))
+        .route(
+            "/terminals/{id}/fiscal",
+            axum::routing::put(terminals::put_fiscal).delete(terminals::delete_fiscal),
+        )
         .route("/terminals/{id}/shifts/open", post(terminals::open_shift))
         .route("/terminals/{id}/shifts/close", post(terminals::close_shift))
         .route("/products", post(products::create).get(products::list))
@@ -62,6 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/receipts", post(receipts::create).get(receipts::list))
         .route("/receipts/batch", post(receipts::batch))
         .route("/receipts/{id}", get(receipts::get))
+        .route("/receipts/{id}/fiscal-qr.svg", get(console::fiscal_qr))
+        .route("/marking/check", post(marking::check))
         .route("/invoices", post(invoices::create).get(invoices::list))
         .route("/invoices/{id}", get(invoices::get))
         .route("/invoices/{id}/reserve", post(invoices::reserve))
@@ -89,6 +96,22 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::retry),
         )
         .route("/webhooks/{id}/test", post(webhooks::test))
+        .route("/integrations/catalog", get(integrations::catalog))
+        .route(
+            "/integrations",
+            post(integrations::create).get(integrations::list),
+        )
+        .route(
+            "/integrations/{id}",
+            get(integrations::get)
+                .patch(integrations::patch)
+                .delete(integrations::delete),
+        )
+        .route("/integrations/{id}/test", post(integrations::test))
+        .route("/integrations/{id}/sync", post(integrations::sync))
+        .route("/integrations/{id}/jobs", get(integrations::jobs))
+        .route("/integrations/{id}/jobs/{job_id}", get(integrations::job))
+        .route("/integrations/{id}/log", get(integrations::log))
         .route(
             "/openapi.json",
             get(|| async { axum::Json(openapi::ApiDoc::openapi()) }),
@@ -108,9 +131,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi-docs.json", openapi::ApiDoc::openapi()))
+        .route("/hooks/{kind}/{id}", post(hooks::receive))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
+        .merge(console::router())
         // Outside /api/v1 too, an unknown route is a problem response, not an empty 404.
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .layer(middleware::from_fn(metrics::track))

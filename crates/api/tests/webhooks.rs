@@ -54,7 +54,12 @@ async fn start(allow_private: bool) -> T {
     let clock = Arc::new(ManualClock::new(
         DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap(),
     ));
-    let mut state = AppState::new(store.clone());
+    let mut state = AppState::new(
+        store.clone(),
+        std::sync::Arc::new(savdo_integrations::VaultHandle::new(
+            savdo_hub::Vault::ephemeral().unwrap(),
+        )),
+    );
     state.clock = clock.clone();
     state.webhooks_allow_private = allow_private;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,6 +1,7 @@
 //! `savdo`: the server, its worker, and the operator's commands.
 
 mod config;
+mod demo;
 mod workers;
 
 use std::net::SocketAddr;
@@ -46,6 +47,18 @@ enum Cmd {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// The credential vault.
+    Vault {
+        #[command(subcommand)]
+        cmd: VaultCmd,
+    },
+    /// The whole product on this machine: server, sandbox, fiscal gateway and a demo business.
+    Demo {
+        #[command(flatten)]
+        args: demo::DemoArgs,
+        #[command(flatten)]
+        bus: BusArgs,
+    },
     /// Manage tenants (businesses).
     Tenant {
         #[command(subcommand)]
@@ -61,6 +74,18 @@ struct BusArgs {
     /// Let webhooks target loopback and private addresses (development only).
     #[arg(long, env = "SAVDO_WEBHOOKS_ALLOW_PRIVATE", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
     webhooks_allow_private: bool,
+}
+
+#[derive(Subcommand)]
+enum VaultCmd {
+    /// Make a new key active (old keys stay for decryption) and re-encrypt every stored
+    /// credential under it, in batches, while servers keep running. With `SAVDO_MASTER_KEY`,
+    /// prepend the new key to the variable first; this then re-encrypts under it.
+    Rotate {
+        /// Credentials re-encrypted per batch.
+        #[arg(long, default_value_t = 100)]
+        batch: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -134,11 +159,20 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let (store, r) = open(&cli.db).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let workers = if no_workers {
+            let (vault, hub) = workers::integration_hub(store.clone(), &r.data_dir)?;
+            let mut workers = if no_workers {
                 Vec::new()
             } else {
-                workers::start(store.clone(), &bus, stop_rx).await?
+                workers::start(store.clone(), &bus, stop_rx.clone()).await?
             };
+            if !no_workers {
+                workers.push(workers::start_jobs(
+                    store.clone(),
+                    vault.clone(),
+                    hub.clone(),
+                    stop_rx,
+                ));
+            }
             tracing::info!(data_dir = %r.data_dir.display(), database = %redact(&r.database_url), "storage ready");
             let addr = listen
                 .or(r.file_listen)
@@ -146,23 +180,49 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
-            let mut state = AppState::new(store);
+            let mut state = AppState::new(store, vault);
+            state.hub = Some(hub);
             state.webhooks_allow_private = bus.webhooks_allow_private;
             savdo_api::serve(listener, state, shutdown_signal()).await?;
             let _ = stop_tx.send(true);
             workers::join(workers).await;
         }
         Cmd::Worker { bus } => {
-            let (store, _) = open(&cli.db).await?;
+            let (store, r) = open(&cli.db).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let handles = workers::start(store, &bus, stop_rx).await?;
+            let (vault, hub) = workers::integration_hub(store.clone(), &r.data_dir)?;
+            let mut handles = workers::start(store.clone(), &bus, stop_rx.clone()).await?;
+            handles.push(workers::start_jobs(store, vault, hub, stop_rx));
             shutdown_signal().await;
             let _ = stop_tx.send(true);
             workers::join(handles).await;
         }
+        Cmd::Demo { args, bus } => demo::run(cli.db.clone(), bus, args).await?,
         Cmd::Migrate => {
             let (_store, r) = open(&cli.db).await?;
             tracing::info!(database = %redact(&r.database_url), "migrations applied");
+        }
+        Cmd::Vault {
+            cmd: VaultCmd::Rotate { batch },
+        } => {
+            let (store, r) = open(&cli.db).await?;
+            let mut vault = savdo_hub::Vault::open(&r.data_dir).context("cannot open the vault")?;
+            let previous = vault.active_key_id().to_owned();
+            if vault.source() == savdo_hub::vault::KeySource::Env {
+                tracing::info!("keyring from SAVDO_MASTER_KEY: re-encrypting under its first key");
+            } else {
+                vault.rotate().context("cannot rotate the vault key")?;
+            }
+            let report = savdo_integrations::reencrypt_all(&store, &vault, batch.max(1)).await?;
+            println!(
+                "{}",
+                serde_json::json!({"previous_key": previous, "report": report})
+            );
+            anyhow::ensure!(
+                report.failed.is_empty(),
+                "{} credential(s) could not be decrypted with any key of the ring",
+                report.failed.len()
+            );
         }
         Cmd::Tenant {
             cmd: TenantCmd::Create { name },

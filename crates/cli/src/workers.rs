@@ -29,8 +29,12 @@ pub async fn start(
     ))];
     let clock = Arc::new(SystemClock);
     let runner = ConsumerRunner::new(store.clone(), clock.clone());
-    let consumers: Vec<Arc<dyn Consumer>> =
-        vec![Arc::new(savdo_webhooks::Dispatcher::new(store.clone()))];
+    let consumers: Vec<Arc<dyn Consumer>> = vec![
+        Arc::new(savdo_webhooks::Dispatcher::new(store.clone())),
+        Arc::new(savdo_connectors::fiscal_gateway::FiscalConsumer::new(
+            store.clone(),
+        )),
+    ];
     handles.extend(runner.spawn(bus, consumers, stop.clone()));
     let config = savdo_webhooks::WorkerConfig {
         allow_private: args.webhooks_allow_private,
@@ -39,6 +43,38 @@ pub async fn start(
     let deliveries = savdo_webhooks::DeliveryWorker::new(store, clock, config);
     handles.push(tokio::spawn(async move { deliveries.run(stop).await }));
     Ok(handles)
+}
+
+/// The vault (key file in the data directory or `SAVDO_MASTER_KEY`) and the outbound HTTP stack
+/// whose exchanges go to the integration log.
+pub fn integration_hub(
+    store: Arc<dyn Storage>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(Arc<savdo_integrations::VaultHandle>, savdo_hub::HttpHub)> {
+    let vault = savdo_integrations::VaultHandle::open(data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot open the credential vault: {e}"))?;
+    let sink =
+        savdo_integrations::StorageSink::spawn(store, savdo_integrations::sink::DEFAULT_KEEP);
+    let hub = savdo_hub::HttpHub::new(Arc::new(SystemClock), sink)
+        .map_err(|e| anyhow::anyhow!("cannot build the outbound HTTP stack: {e}"))?;
+    Ok((Arc::new(vault), hub))
+}
+
+/// The sync job runner (handlers are registered by the connector issues).
+pub fn start_jobs(
+    store: Arc<dyn Storage>,
+    vault: Arc<savdo_integrations::VaultHandle>,
+    hub: savdo_hub::HttpHub,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let runner = savdo_integrations::JobRunner::new(
+        store,
+        vault,
+        Arc::new(savdo_hub::Registry::builtin()),
+        Some(hub),
+        Arc::new(savdo_integrations::SyncRegistry::new()),
+    );
+    tokio::spawn(runner.run(stop))
 }
 
 /// Wait for the workers to stop, but not forever.

@@ -2,4 +2,6 @@
 //! response types live beside it) and implements the hub's capability traits, so the rest of
 //! Savdo never sees a provider's protocol.
 
+pub mod aslbelgisi;
 pub mod fiscal_gateway;
+pub mod marking_recheck;

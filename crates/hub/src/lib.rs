@@ -5,6 +5,7 @@
 pub mod breaker;
 pub mod connector;
 pub mod http;
+pub mod marking;
 pub mod redact;
 pub mod registry;
 pub mod secret;
@@ -19,6 +20,7 @@ pub use http::{
     ClientConfig, Exchange, ExchangeSink, HttpClient, HttpHub, HttpRequest, HttpResponse,
     MemorySink, NullSink, RateLimit, RetryPolicy,
 };
+pub use marking::MarkingCheck;
 pub use registry::{
     Capability, ConnectorContext, ConnectorFactory, Credentials, FieldSpec, FieldType, Registry,
     TypeDescriptor,

@@ -5,6 +5,9 @@
 pub mod backend;
 pub mod bus;
 pub mod error;
+pub mod fiscal;
+pub mod integrations;
+pub mod marking;
 pub mod model;
 pub mod webhooks;
 
@@ -20,6 +23,9 @@ pub use backend::postgres::PgStore;
 pub use backend::sqlite::SqliteStore;
 pub use bus::{EventStore, InboxEntry, InboxState, PublishFn};
 pub use error::{FieldError, Result, StorageError};
+pub use fiscal::FiscalStore;
+pub use integrations::IntegrationStore;
+pub use marking::{MarkingPrecheck, MarkingStore, OnlineCheck};
 pub use model::*;
 pub use webhooks::WebhookStore;
 
@@ -27,7 +33,9 @@ pub use webhooks::WebhookStore;
 pub type Paged<T> = (Vec<T>, Option<Uuid>);
 
 #[async_trait]
-pub trait Storage: EventStore + WebhookStore + Send + Sync + 'static {
+pub trait Storage:
+    EventStore + WebhookStore + MarkingStore + IntegrationStore + FiscalStore + Send + Sync + 'static
+{
     fn dialect(&self) -> Dialect;
     async fn migrate(&self) -> Result<()>;
     async fn ping(&self) -> Result<()>;

@@ -78,6 +78,8 @@ pub struct Terminal {
     pub store_id: Uuid,
     pub name: String,
     pub open_shift: Option<Shift>,
+    /// The till's fiscal device, when receipts are fiscalized by the server.
+    pub fiscal: Option<crate::fiscal::TerminalFiscal>,
     pub created_at: DateTime<Utc>,
 }
 

@@ -3,7 +3,10 @@
 pub mod audit;
 pub mod customers;
 pub mod events;
+pub mod hooks;
+pub mod integrations;
 pub mod invoices;
+pub mod marking;
 pub mod products;
 pub mod receipts;
 pub mod settings;

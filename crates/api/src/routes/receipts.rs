@@ -181,7 +181,12 @@ async fn submit(st: &AppState, auth: &Auth, r: ReceiptRequest) -> ApiResult<(Sta
     ])?;
     let input = to_input(r)?;
     let hash = request_hash(&input);
-    match st.store.submit_receipt(&auth.0, &input, &hash).await? {
+    let precheck = super::marking::precheck(st, auth.tenant(), &input).await?;
+    match st
+        .store
+        .submit_receipt_checked(&auth.0, &input, &hash, &precheck)
+        .await?
+    {
         ReceiptOutcome::Created(r) => Ok((StatusCode::CREATED, r)),
         ReceiptOutcome::Replayed(r) => Ok((StatusCode::OK, r)),
     }

@@ -7,8 +7,10 @@
 mod common;
 
 mod customers;
+mod fiscal;
 mod invoices;
 mod isolation;
+mod marking;
 mod problems;
 mod products;
 mod receipts;

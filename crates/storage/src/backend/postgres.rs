@@ -26,6 +26,21 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../../migrations/postgres/0003_webhooks.sql"),
     ),
+    (
+        4,
+        "integrations",
+        include_str!("../../migrations/postgres/0004_integrations.sql"),
+    ),
+    (
+        5,
+        "marking",
+        include_str!("../../migrations/postgres/0005_marking.sql"),
+    ),
+    (
+        6,
+        "fiscal",
+        include_str!("../../migrations/postgres/0006_fiscal.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -145,3 +160,6 @@ type Backend = PgStore;
 include!("shared.rs");
 include!("bus_impl.rs");
 include!("webhooks_impl.rs");
+include!("integrations_impl.rs");
+include!("fiscal_impl.rs");
+include!("marking_impl.rs");

@@ -693,13 +693,15 @@ impl Storage for Backend {
             .await?;
         audit(&mut tx, actor, "create", "terminal", Some(id.to_string()), json!({"name": name})).await?;
         self.commit(tx).await?;
-        Ok(Terminal { id, store_id, name: name.into(), open_shift: None, created_at: ts(now) })
+        Ok(Terminal { id, store_id, name: name.into(), open_shift: None, fiscal: None, created_at: ts(now) })
     }
 
     async fn list_terminals(&self, tenant: Uuid, store_id: Option<Uuid>) -> Result<Vec<Terminal>> {
         let rows = sqlx::query(
-            "SELECT t.id, t.store_id, t.name, t.created_at, s.id AS shift_id, s.opened_at \
+            "SELECT t.id, t.store_id, t.name, t.created_at, s.id AS shift_id, s.opened_at, \
+             f.gateway_url AS fiscal_gateway_url, f.device_id AS fiscal_device_id \
              FROM terminals t LEFT JOIN shifts s ON s.id = t.open_shift_id \
+             LEFT JOIN terminal_fiscal f ON f.tenant_id = t.tenant_id AND f.terminal_id = t.id \
              WHERE t.tenant_id = $1 AND ($2 IS NULL OR t.store_id = $2) ORDER BY t.id",
         )
         .bind(tenant)
@@ -722,6 +724,10 @@ impl Storage for Backend {
                             closed_at: None,
                         }),
                         None => None,
+                    },
+                    fiscal: match (r.try_get::<Option<String>, _>("fiscal_gateway_url")?, r.try_get::<Option<String>, _>("fiscal_device_id")?) {
+                        (Some(gateway_url), Some(device_id)) => Some(crate::fiscal::TerminalFiscal { gateway_url, device_id }),
+                        _ => None,
                     },
                     created_at: ts(r.try_get("created_at")?),
                 })
@@ -1091,267 +1097,7 @@ impl Storage for Backend {
     // ----- receipts -----
 
     async fn submit_receipt(&self, actor: &Actor, input: &ReceiptInput, request_hash: &str) -> Result<ReceiptOutcome> {
-        let tenant = actor.tenant_id;
-        // A retry is answered from what was stored, whatever changed since (prices, stock).
-        if let Some((r, hash)) = receipt_by_id(&self.read, tenant, input.id).await? {
-            return replay(r, &hash, request_hash);
-        }
-        let mut tx = self.begin().await?;
-        let settings = load_settings(&mut tx, tenant).await?;
-        let mut errors = Vec::new();
-
-        if let Some(bound) = actor.store_id
-            && bound != input.store_id
-        {
-            return Err(StorageError::invalid("store_id", "this token is bound to another store"));
-        }
-        let term = sqlx::query("SELECT store_id, open_shift_id FROM terminals WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(input.terminal_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let shift_id: Option<Uuid> = match term {
-            None => {
-                errors.push(FieldError::new("terminal_id", "no such terminal"));
-                None
-            }
-            Some(r) => {
-                let store: Uuid = r.try_get("store_id")?;
-                if store != input.store_id {
-                    errors.push(FieldError::new("terminal_id", "the terminal belongs to another store"));
-                }
-                let shift: Option<Uuid> = r.try_get("open_shift_id")?;
-                if shift.is_none() && settings.require_open_shift {
-                    errors.push(FieldError::new("terminal_id", "no shift is open on this terminal (require_open_shift is on)"));
-                }
-                shift
-            }
-        };
-        if !store_exists(&mut tx, tenant, input.store_id).await? {
-            errors.push(FieldError::new("store_id", "no such store"));
-        }
-        if let Some(c) = input.customer_id {
-            let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM customers WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant)
-                .bind(c)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if found.is_none() {
-                errors.push(FieldError::new("customer_id", "no such customer"));
-            }
-        }
-        if input.lines.is_empty() {
-            errors.push(FieldError::new("lines", "a receipt needs at least one line"));
-        }
-
-        // What a refund may take back, per product: (sold qty, price, discount, refunded so far).
-        let mut refundable: HashMap<Uuid, (i64, i64, i64, i64)> = HashMap::new();
-        match (input.kind, input.refund_of) {
-            (ReceiptType::Sale, Some(_)) => errors.push(FieldError::new("refund_of", "only a refund refers to a sale")),
-            (ReceiptType::Refund, None) => errors.push(FieldError::new("refund_of", "a refund must name the sale it refunds")),
-            (ReceiptType::Refund, Some(sale_id)) => match receipt_by_id(&mut *tx, tenant, sale_id).await? {
-                None => errors.push(FieldError::new("refund_of", "no such receipt")),
-                Some((sale, _)) if sale.kind != ReceiptType::Sale => {
-                    errors.push(FieldError::new("refund_of", "a refund must refer to a sale"))
-                }
-                Some((sale, _)) => {
-                    if sale.store_id != input.store_id {
-                        errors.push(FieldError::new("store_id", "a refund is made in the store of the sale"));
-                    }
-                    let done = refund_balance(&mut tx, tenant, sale_id).await?;
-                    for l in &sale.lines {
-                        let e = refundable.entry(l.product_id).or_insert((0, l.price, 0, 0));
-                        e.0 += l.qty.milli();
-                        e.2 += l.discount;
-                    }
-                    for (p, q) in done {
-                        if let Some(e) = refundable.get_mut(&p) {
-                            e.3 += q;
-                        }
-                    }
-                }
-            },
-            (ReceiptType::Sale, None) => {}
-        }
-
-        let mut lines = Vec::with_capacity(input.lines.len());
-        let mut taking: HashMap<Uuid, i64> = HashMap::new();
-        for (i, l) in input.lines.iter().enumerate() {
-            let Some((p, deleted)) = product_in_tx(&mut tx, tenant, l.product_id).await? else {
-                errors.push(FieldError::new(format!("lines[{i}].product_id"), "no such product"));
-                continue;
-            };
-            let (price, discount) = match input.kind {
-                ReceiptType::Sale => {
-                    if deleted || !p.active {
-                        errors.push(FieldError::new(format!("lines[{i}].product_id"), "the product is not on sale"));
-                        continue;
-                    }
-                    (l.price.unwrap_or(p.price), l.discount.unwrap_or(0))
-                }
-                ReceiptType::Refund => {
-                    let Some(&(sold, price, disc, done)) = refundable.get(&l.product_id) else {
-                        if input.refund_of.is_some() && errors.iter().all(|e| e.field != "refund_of") {
-                            errors.push(FieldError::new(format!("lines[{i}].product_id"), "the sale has no such product"));
-                        }
-                        continue;
-                    };
-                    let t = taking.entry(l.product_id).or_insert(0);
-                    *t += l.qty.milli();
-                    if done + *t > sold {
-                        errors.push(FieldError::new(
-                            format!("lines[{i}].qty"),
-                            format!(
-                                "refunds more than was sold: sold {}, refunded before {}, left {}",
-                                Qty::from_milli(sold),
-                                Qty::from_milli(done),
-                                Qty::from_milli(sold - done)
-                            ),
-                        ));
-                        continue;
-                    }
-                    let default_discount = pro_rata(disc, l.qty, Qty::from_milli(sold));
-                    (l.price.unwrap_or(price), l.discount.unwrap_or(default_discount))
-                }
-            };
-            match compute_line(price, l.qty, discount, p.vat_percent) {
-                Ok(a) => lines.push(ReceiptLine {
-                    line_no: i as u32 + 1,
-                    product_id: p.id,
-                    sku: p.sku.clone(),
-                    name: p.name.clone(),
-                    qty: l.qty,
-                    price,
-                    discount,
-                    amount: a.amount,
-                    vat_percent: p.vat_percent,
-                    vat_amount: a.vat_amount,
-                    mxik: p.mxik.clone(),
-                    package_code: p.package_code.clone(),
-                    unit: p.unit,
-                    marking_codes: l.marking_codes.clone(),
-                }),
-                Err(e) => {
-                    let field = match e {
-                        savdo_domain::receipt::LineError::QtyNotPositive => "qty",
-                        savdo_domain::receipt::LineError::NegativePrice => "price",
-                        savdo_domain::receipt::LineError::NegativeDiscount
-                        | savdo_domain::receipt::LineError::DiscountTooLarge => "discount",
-                        savdo_domain::receipt::LineError::Overflow => "price",
-                    };
-                    errors.push(FieldError::new(format!("lines[{i}].{field}"), e.to_string()));
-                }
-            }
-        }
-        let total: i64 = lines.iter().map(|l| l.amount).sum();
-        let vat_total: i64 = lines.iter().map(|l| l.vat_amount).sum();
-        let discount_total: i64 = lines.iter().map(|l| l.discount).sum();
-        let mut paid: i64 = 0;
-        for (i, p) in input.payments.iter().enumerate() {
-            if p.amount <= 0 {
-                errors.push(FieldError::new(format!("payments[{i}].amount"), "must be greater than zero"));
-            }
-            paid = paid.saturating_add(p.amount);
-        }
-        if errors.is_empty() && paid != total {
-            errors.push(FieldError::new(
-                "payments",
-                format!("payments add up to {paid} tiyin but the receipt total is {total} tiyin"),
-            ));
-        }
-        if !errors.is_empty() {
-            return Err(StorageError::Invalid(errors));
-        }
-
-        let number: i64 = sqlx::query_scalar(
-            "UPDATE stores SET next_receipt_no = next_receipt_no + 1 WHERE tenant_id = $1 AND id = $2 RETURNING next_receipt_no - 1",
-        )
-        .bind(tenant)
-        .bind(input.store_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let now = now_micros();
-        let receipt = Receipt {
-            id: input.id,
-            number,
-            kind: input.kind,
-            refund_of: input.refund_of,
-            store_id: input.store_id,
-            terminal_id: input.terminal_id,
-            shift_id,
-            cashier_token_id: actor.token_id,
-            customer_id: input.customer_id,
-            lines,
-            payments: input
-                .payments
-                .iter()
-                .map(|p| ReceiptPayment { method: p.method, amount: p.amount, payment_id: p.payment_id })
-                .collect(),
-            total,
-            vat_total,
-            discount_total,
-            warnings: Vec::new(),
-            loyalty: None,
-            fiscal: input.fiscal.clone(),
-            note: input.note.clone(),
-            sold_at: input.sold_at.unwrap_or_else(|| ts(now)),
-            created_at: ts(now),
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO receipts (tenant_id, id, number, kind, refund_of, store_id, terminal_id, total, request_hash, doc, sold_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (tenant_id, id) DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(receipt.id)
-        .bind(number)
-        .bind(receipt.kind.as_str())
-        .bind(receipt.refund_of)
-        .bind(receipt.store_id)
-        .bind(receipt.terminal_id)
-        .bind(total)
-        .bind(request_hash)
-        .bind(Json(&receipt))
-        .bind(receipt.sold_at.timestamp_micros())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            // A concurrent retry of the same id won the race: answer as it was stored.
-            tx.rollback().await?;
-            let (r, hash) = receipt_by_id(&self.read, tenant, input.id).await?.ok_or(StorageError::NotFound("receipt"))?;
-            return replay(r, &hash, request_hash);
-        }
-        let sign = match receipt.kind {
-            ReceiptType::Sale => -1,
-            ReceiptType::Refund => 1,
-        };
-        let mut levels = BTreeMap::new();
-        for l in &receipt.lines {
-            sqlx::query(
-                "INSERT INTO receipt_lines (tenant_id, receipt_id, line_no, product_id, qty, amount) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(tenant)
-            .bind(receipt.id)
-            .bind(l.line_no as i64)
-            .bind(l.product_id)
-            .bind(l.qty.milli())
-            .bind(l.amount)
-            .execute(&mut *tx)
-            .await?;
-            let lv = move_stock(&mut tx, tenant, receipt.store_id, l.product_id, sign * l.qty.milli(), 0, receipt.kind.as_str(), receipt.id).await?;
-            if sign < 0 && settings.forbid_negative_stock && lv.available.milli() < 0 {
-                return Err(negative_stock(format!("lines[{}].qty", l.line_no - 1), &lv));
-            }
-            levels.insert((receipt.store_id, l.product_id), lv);
-        }
-        let kind = match receipt.kind {
-            ReceiptType::Sale => "receipt.created",
-            ReceiptType::Refund => "receipt.refunded",
-        };
-        emit(&mut tx, tenant, kind, serde_json::to_value(&receipt)?).await?;
-        emit_levels(&mut tx, tenant, &levels).await?;
-        self.commit(tx).await?;
-        Ok(ReceiptOutcome::Created(receipt))
+        self.record_receipt(actor, input, request_hash, &crate::marking::MarkingPrecheck::default()).await
     }
 
     async fn get_receipt(&self, tenant: Uuid, id: Uuid) -> Result<Receipt> {
@@ -1650,6 +1396,283 @@ impl Storage for Backend {
                 outbox_from_row(r, "pub_seq")
             })
             .collect()
+    }
+}
+
+impl Backend {
+    /// [`Storage::submit_receipt`] with what the online marking check found before it.
+    async fn record_receipt(
+        &self,
+        actor: &Actor,
+        input: &ReceiptInput,
+        request_hash: &str,
+        precheck: &crate::marking::MarkingPrecheck,
+    ) -> Result<ReceiptOutcome> {
+        let tenant = actor.tenant_id;
+        // A retry is answered from what was stored, whatever changed since (prices, stock).
+        if let Some((r, hash)) = receipt_by_id(&self.read, tenant, input.id).await? {
+            return replay(r, &hash, request_hash);
+        }
+        let mut tx = self.begin().await?;
+        let settings = load_settings(&mut tx, tenant).await?;
+        let mut errors = Vec::new();
+
+        if let Some(bound) = actor.store_id
+            && bound != input.store_id
+        {
+            return Err(StorageError::invalid("store_id", "this token is bound to another store"));
+        }
+        let term = sqlx::query("SELECT store_id, open_shift_id FROM terminals WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(input.terminal_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let shift_id: Option<Uuid> = match term {
+            None => {
+                errors.push(FieldError::new("terminal_id", "no such terminal"));
+                None
+            }
+            Some(r) => {
+                let store: Uuid = r.try_get("store_id")?;
+                if store != input.store_id {
+                    errors.push(FieldError::new("terminal_id", "the terminal belongs to another store"));
+                }
+                let shift: Option<Uuid> = r.try_get("open_shift_id")?;
+                if shift.is_none() && settings.require_open_shift {
+                    errors.push(FieldError::new("terminal_id", "no shift is open on this terminal (require_open_shift is on)"));
+                }
+                shift
+            }
+        };
+        if !store_exists(&mut tx, tenant, input.store_id).await? {
+            errors.push(FieldError::new("store_id", "no such store"));
+        }
+        if let Some(c) = input.customer_id {
+            let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM customers WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant)
+                .bind(c)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if found.is_none() {
+                errors.push(FieldError::new("customer_id", "no such customer"));
+            }
+        }
+        if input.lines.is_empty() {
+            errors.push(FieldError::new("lines", "a receipt needs at least one line"));
+        }
+
+        // What a refund may take back, per product: (sold qty, price, discount, refunded so far).
+        let mut refundable: HashMap<Uuid, (i64, i64, i64, i64)> = HashMap::new();
+        match (input.kind, input.refund_of) {
+            (ReceiptType::Sale, Some(_)) => errors.push(FieldError::new("refund_of", "only a refund refers to a sale")),
+            (ReceiptType::Refund, None) => errors.push(FieldError::new("refund_of", "a refund must name the sale it refunds")),
+            (ReceiptType::Refund, Some(sale_id)) => match receipt_by_id(&mut *tx, tenant, sale_id).await? {
+                None => errors.push(FieldError::new("refund_of", "no such receipt")),
+                Some((sale, _)) if sale.kind != ReceiptType::Sale => {
+                    errors.push(FieldError::new("refund_of", "a refund must refer to a sale"))
+                }
+                Some((sale, _)) => {
+                    if sale.store_id != input.store_id {
+                        errors.push(FieldError::new("store_id", "a refund is made in the store of the sale"));
+                    }
+                    let done = refund_balance(&mut tx, tenant, sale_id).await?;
+                    for l in &sale.lines {
+                        let e = refundable.entry(l.product_id).or_insert((0, l.price, 0, 0));
+                        e.0 += l.qty.milli();
+                        e.2 += l.discount;
+                    }
+                    for (p, q) in done {
+                        if let Some(e) = refundable.get_mut(&p) {
+                            e.3 += q;
+                        }
+                    }
+                }
+            },
+            (ReceiptType::Sale, None) => {}
+        }
+
+        let mut lines = Vec::with_capacity(input.lines.len());
+        let mut taking: HashMap<Uuid, i64> = HashMap::new();
+        let mut marking = MarkingLines::default();
+        for (i, l) in input.lines.iter().enumerate() {
+            let Some((p, deleted)) = product_in_tx(&mut tx, tenant, l.product_id).await? else {
+                errors.push(FieldError::new(format!("lines[{i}].product_id"), "no such product"));
+                continue;
+            };
+            let codes = marking.check_line(&mut tx, tenant, input, i, &p, &mut errors).await?;
+            let (price, discount) = match input.kind {
+                ReceiptType::Sale => {
+                    if deleted || !p.active {
+                        errors.push(FieldError::new(format!("lines[{i}].product_id"), "the product is not on sale"));
+                        continue;
+                    }
+                    (l.price.unwrap_or(p.price), l.discount.unwrap_or(0))
+                }
+                ReceiptType::Refund => {
+                    let Some(&(sold, price, disc, done)) = refundable.get(&l.product_id) else {
+                        if input.refund_of.is_some() && errors.iter().all(|e| e.field != "refund_of") {
+                            errors.push(FieldError::new(format!("lines[{i}].product_id"), "the sale has no such product"));
+                        }
+                        continue;
+                    };
+                    let t = taking.entry(l.product_id).or_insert(0);
+                    *t += l.qty.milli();
+                    if done + *t > sold {
+                        errors.push(FieldError::new(
+                            format!("lines[{i}].qty"),
+                            format!(
+                                "refunds more than was sold: sold {}, refunded before {}, left {}",
+                                Qty::from_milli(sold),
+                                Qty::from_milli(done),
+                                Qty::from_milli(sold - done)
+                            ),
+                        ));
+                        continue;
+                    }
+                    let default_discount = pro_rata(disc, l.qty, Qty::from_milli(sold));
+                    (l.price.unwrap_or(price), l.discount.unwrap_or(default_discount))
+                }
+            };
+            match compute_line(price, l.qty, discount, p.vat_percent) {
+                Ok(a) => lines.push(ReceiptLine {
+                    line_no: i as u32 + 1,
+                    product_id: p.id,
+                    sku: p.sku.clone(),
+                    name: p.name.clone(),
+                    qty: l.qty,
+                    price,
+                    discount,
+                    amount: a.amount,
+                    vat_percent: p.vat_percent,
+                    vat_amount: a.vat_amount,
+                    mxik: p.mxik.clone(),
+                    package_code: p.package_code.clone(),
+                    unit: p.unit,
+                    // Normalised: real GS separators, no symbology prefix.
+                    marking_codes: codes.iter().map(|(_, c)| c.raw().to_string()).collect(),
+                }),
+                Err(e) => {
+                    let field = match e {
+                        savdo_domain::receipt::LineError::QtyNotPositive => "qty",
+                        savdo_domain::receipt::LineError::NegativePrice => "price",
+                        savdo_domain::receipt::LineError::NegativeDiscount
+                        | savdo_domain::receipt::LineError::DiscountTooLarge => "discount",
+                        savdo_domain::receipt::LineError::Overflow => "price",
+                    };
+                    errors.push(FieldError::new(format!("lines[{i}].{field}"), e.to_string()));
+                }
+            }
+        }
+        let total: i64 = lines.iter().map(|l| l.amount).sum();
+        let vat_total: i64 = lines.iter().map(|l| l.vat_amount).sum();
+        let discount_total: i64 = lines.iter().map(|l| l.discount).sum();
+        let mut paid: i64 = 0;
+        for (i, p) in input.payments.iter().enumerate() {
+            if p.amount <= 0 {
+                errors.push(FieldError::new(format!("payments[{i}].amount"), "must be greater than zero"));
+            }
+            paid = paid.saturating_add(p.amount);
+        }
+        if errors.is_empty() && paid != total {
+            errors.push(FieldError::new(
+                "payments",
+                format!("payments add up to {paid} tiyin but the receipt total is {total} tiyin"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(StorageError::Invalid(errors));
+        }
+
+        let number: i64 = sqlx::query_scalar(
+            "UPDATE stores SET next_receipt_no = next_receipt_no + 1 WHERE tenant_id = $1 AND id = $2 RETURNING next_receipt_no - 1",
+        )
+        .bind(tenant)
+        .bind(input.store_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let now = now_micros();
+        let receipt = Receipt {
+            id: input.id,
+            number,
+            kind: input.kind,
+            refund_of: input.refund_of,
+            store_id: input.store_id,
+            terminal_id: input.terminal_id,
+            shift_id,
+            cashier_token_id: actor.token_id,
+            customer_id: input.customer_id,
+            lines,
+            payments: input
+                .payments
+                .iter()
+                .map(|p| ReceiptPayment { method: p.method, amount: p.amount, payment_id: p.payment_id })
+                .collect(),
+            total,
+            vat_total,
+            discount_total,
+            warnings: precheck.warnings.clone(),
+            loyalty: None,
+            fiscal: input.fiscal.clone(),
+            note: input.note.clone(),
+            sold_at: input.sold_at.unwrap_or_else(|| ts(now)),
+            created_at: ts(now),
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO receipts (tenant_id, id, number, kind, refund_of, store_id, terminal_id, total, request_hash, doc, sold_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (tenant_id, id) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(receipt.id)
+        .bind(number)
+        .bind(receipt.kind.as_str())
+        .bind(receipt.refund_of)
+        .bind(receipt.store_id)
+        .bind(receipt.terminal_id)
+        .bind(total)
+        .bind(request_hash)
+        .bind(Json(&receipt))
+        .bind(receipt.sold_at.timestamp_micros())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            // A concurrent retry of the same id won the race: answer as it was stored.
+            tx.rollback().await?;
+            let (r, hash) = receipt_by_id(&self.read, tenant, input.id).await?.ok_or(StorageError::NotFound("receipt"))?;
+            return replay(r, &hash, request_hash);
+        }
+        let sign = match receipt.kind {
+            ReceiptType::Sale => -1,
+            ReceiptType::Refund => 1,
+        };
+        let mut levels = BTreeMap::new();
+        for l in &receipt.lines {
+            sqlx::query(
+                "INSERT INTO receipt_lines (tenant_id, receipt_id, line_no, product_id, qty, amount) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(tenant)
+            .bind(receipt.id)
+            .bind(l.line_no as i64)
+            .bind(l.product_id)
+            .bind(l.qty.milli())
+            .bind(l.amount)
+            .execute(&mut *tx)
+            .await?;
+            let lv = move_stock(&mut tx, tenant, receipt.store_id, l.product_id, sign * l.qty.milli(), 0, receipt.kind.as_str(), receipt.id).await?;
+            if sign < 0 && settings.forbid_negative_stock && lv.available.milli() < 0 {
+                return Err(negative_stock(format!("lines[{}].qty", l.line_no - 1), &lv));
+            }
+            levels.insert((receipt.store_id, l.product_id), lv);
+        }
+        let kind = match receipt.kind {
+            ReceiptType::Sale => "receipt.created",
+            ReceiptType::Refund => "receipt.refunded",
+        };
+        emit(&mut tx, tenant, kind, serde_json::to_value(&receipt)?).await?;
+        marking.register(&mut tx, tenant, &receipt, precheck.online).await?;
+        emit_levels(&mut tx, tenant, &levels).await?;
+        self.commit(tx).await?;
+        Ok(ReceiptOutcome::Created(receipt))
     }
 }
 

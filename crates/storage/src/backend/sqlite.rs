@@ -27,6 +27,21 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("../../migrations/sqlite/0003_webhooks.sql"),
     ),
+    (
+        4,
+        "integrations",
+        include_str!("../../migrations/sqlite/0004_integrations.sql"),
+    ),
+    (
+        5,
+        "marking",
+        include_str!("../../migrations/sqlite/0005_marking.sql"),
+    ),
+    (
+        6,
+        "fiscal",
+        include_str!("../../migrations/sqlite/0006_fiscal.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -138,3 +153,6 @@ type Backend = SqliteStore;
 include!("shared.rs");
 include!("bus_impl.rs");
 include!("webhooks_impl.rs");
+include!("integrations_impl.rs");
+include!("fiscal_impl.rs");
+include!("marking_impl.rs");

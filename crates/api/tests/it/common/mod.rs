@@ -170,7 +170,12 @@ async fn start(backend: Backend) -> (Srv, Guard) {
         .expect("bind");
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let state = AppState::new(store.clone());
+    let state = AppState::new(
+        store.clone(),
+        Arc::new(savdo_integrations::VaultHandle::new(
+            savdo_hub::Vault::ephemeral().expect("vault"),
+        )),
+    );
     guard.server = Some(tokio::spawn(savdo_api::serve(listener, state, async {
         let _ = rx.await;
     })));

@@ -1,0 +1,152 @@
+// Fiscal storage, shared by both backends (included after shared.rs).
+
+use crate::fiscal::{FiscalStatus, FiscalStore, FiscalUpdate, ReceiptFiscal, TerminalFiscal};
+
+/// Whether a stored `fiscal` value says the receipt is registered (by us or by the till).
+fn fiscal_registered(v: Option<&Value>) -> bool {
+    v.and_then(|f| f.get("status"))
+        .and_then(Value::as_str)
+        .is_some_and(|s| s == FiscalStatus::Registered.as_str())
+}
+
+#[async_trait]
+impl FiscalStore for Backend {
+    async fn set_terminal_fiscal(
+        &self,
+        actor: &Actor,
+        terminal_id: Uuid,
+        fiscal: Option<&TerminalFiscal>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let found: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM terminals WHERE tenant_id = $1 AND id = $2")
+                .bind(actor.tenant_id)
+                .bind(terminal_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if found.is_none() {
+            return Err(StorageError::NotFound("terminal"));
+        }
+        match fiscal {
+            Some(f) => {
+                sqlx::query(
+                    "INSERT INTO terminal_fiscal (tenant_id, terminal_id, gateway_url, device_id, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, terminal_id) DO UPDATE \
+                     SET gateway_url = excluded.gateway_url, device_id = excluded.device_id, updated_at = excluded.updated_at",
+                )
+                .bind(actor.tenant_id)
+                .bind(terminal_id)
+                .bind(&f.gateway_url)
+                .bind(&f.device_id)
+                .bind(now_micros())
+                .execute(&mut *tx)
+                .await?;
+                audit(
+                    &mut tx,
+                    actor,
+                    "set_fiscal",
+                    "terminal",
+                    Some(terminal_id.to_string()),
+                    json!({"gateway_url": f.gateway_url, "device_id": f.device_id}),
+                )
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "DELETE FROM terminal_fiscal WHERE tenant_id = $1 AND terminal_id = $2",
+                )
+                .bind(actor.tenant_id)
+                .bind(terminal_id)
+                .execute(&mut *tx)
+                .await?;
+                audit(
+                    &mut tx,
+                    actor,
+                    "remove_fiscal",
+                    "terminal",
+                    Some(terminal_id.to_string()),
+                    json!({}),
+                )
+                .await?;
+            }
+        }
+        self.commit(tx).await?;
+        Ok(())
+    }
+
+    async fn terminal_fiscal(
+        &self,
+        tenant: Uuid,
+        terminal_id: Uuid,
+    ) -> Result<Option<TerminalFiscal>> {
+        let row = sqlx::query("SELECT gateway_url, device_id FROM terminal_fiscal WHERE tenant_id = $1 AND terminal_id = $2")
+            .bind(tenant)
+            .bind(terminal_id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| {
+            Ok(TerminalFiscal {
+                gateway_url: r.try_get("gateway_url")?,
+                device_id: r.try_get("device_id")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_receipt_fiscal(
+        &self,
+        tenant: Uuid,
+        receipt_id: Uuid,
+        fiscal: &ReceiptFiscal,
+    ) -> Result<FiscalUpdate> {
+        let mut tx = self.begin().await?;
+        let lock = if DIALECT == Dialect::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let sql = format!("SELECT doc FROM receipts WHERE tenant_id = $1 AND id = $2{lock}");
+        let doc: Option<Json<Receipt>> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(receipt_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut receipt = doc.ok_or(StorageError::NotFound("receipt"))?.0;
+        let current: Option<ReceiptFiscal> = receipt
+            .fiscal
+            .as_ref()
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        let unchanged = current.as_ref().is_some_and(|c| fiscal.same_state(c));
+        if unchanged || fiscal_registered(receipt.fiscal.as_ref()) {
+            tx.rollback().await?;
+            return Ok(FiscalUpdate {
+                receipt,
+                changed: false,
+                fiscalized: false,
+            });
+        }
+        receipt.fiscal = Some(serde_json::to_value(fiscal)?);
+        sqlx::query("UPDATE receipts SET doc = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(receipt_id)
+            .bind(Json(&receipt))
+            .execute(&mut *tx)
+            .await?;
+        let fiscalized = fiscal.status == FiscalStatus::Registered;
+        if fiscalized {
+            emit(
+                &mut tx,
+                tenant,
+                "receipt.fiscalized",
+                serde_json::to_value(&receipt)?,
+            )
+            .await?;
+        }
+        self.commit(tx).await?;
+        Ok(FiscalUpdate {
+            receipt,
+            changed: true,
+            fiscalized,
+        })
+    }
+}
