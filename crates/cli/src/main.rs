@@ -160,10 +160,11 @@ async fn main() -> anyhow::Result<()> {
             let (store, r) = open(&cli.db).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let (vault, hub) = workers::integration_hub(store.clone(), &r.data_dir)?;
+            let marking = workers::tenant_connectors(store.clone(), vault.clone(), hub.clone());
             let mut workers = if no_workers {
                 Vec::new()
             } else {
-                workers::start(store.clone(), &bus, stop_rx.clone()).await?
+                workers::start(store.clone(), &bus, marking.clone(), stop_rx.clone()).await?
             };
             if !no_workers {
                 workers.push(workers::start_jobs(
@@ -182,6 +183,8 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let mut state = AppState::new(store, vault);
             state.hub = Some(hub);
+            state.registry = workers::registry();
+            state.marking = Some(marking);
             state.webhooks_allow_private = bus.webhooks_allow_private;
             savdo_api::serve(listener, state, shutdown_signal()).await?;
             let _ = stop_tx.send(true);
@@ -191,7 +194,8 @@ async fn main() -> anyhow::Result<()> {
             let (store, r) = open(&cli.db).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let (vault, hub) = workers::integration_hub(store.clone(), &r.data_dir)?;
-            let mut handles = workers::start(store.clone(), &bus, stop_rx.clone()).await?;
+            let marking = workers::tenant_connectors(store.clone(), vault.clone(), hub.clone());
+            let mut handles = workers::start(store.clone(), &bus, marking, stop_rx.clone()).await?;
             handles.push(workers::start_jobs(store, vault, hub, stop_rx));
             shutdown_signal().await;
             let _ = stop_tx.send(true);

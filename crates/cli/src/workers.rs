@@ -15,6 +15,7 @@ use crate::BusArgs;
 pub async fn start(
     store: Arc<dyn Storage>,
     args: &BusArgs,
+    marking: Arc<dyn savdo_hub::MarkingCheck>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let bus = match &args.nats_url {
@@ -34,6 +35,10 @@ pub async fn start(
         Arc::new(savdo_connectors::fiscal_gateway::FiscalConsumer::new(
             store.clone(),
         )),
+        Arc::new(savdo_connectors::marking_recheck::MarkingRecheck::new(
+            store.clone(),
+            marking,
+        )),
     ];
     handles.extend(runner.spawn(bus, consumers, stop.clone()));
     let config = savdo_webhooks::WorkerConfig {
@@ -43,6 +48,13 @@ pub async fn start(
     let deliveries = savdo_webhooks::DeliveryWorker::new(store, clock, config);
     handles.push(tokio::spawn(async move { deliveries.run(stop).await }));
     Ok(handles)
+}
+
+/// Integration types and the connectors built for them.
+pub fn registry() -> Arc<savdo_hub::Registry> {
+    let mut r = savdo_hub::Registry::builtin();
+    savdo_connectors::aslbelgisi::register(&mut r);
+    Arc::new(r)
 }
 
 /// The vault (key file in the data directory or `SAVDO_MASTER_KEY`) and the outbound HTTP stack
@@ -60,6 +72,21 @@ pub fn integration_hub(
     Ok((Arc::new(vault), hub))
 }
 
+/// Connectors of each tenant's integrations, and the online marking check built on them.
+pub fn tenant_connectors(
+    store: Arc<dyn Storage>,
+    vault: Arc<savdo_integrations::VaultHandle>,
+    hub: savdo_hub::HttpHub,
+) -> Arc<dyn savdo_hub::MarkingCheck> {
+    let resolver = Arc::new(savdo_integrations::ConnectorResolver::new(
+        store,
+        vault,
+        registry(),
+        hub,
+    ));
+    Arc::new(savdo_integrations::TenantMarkingCheck::new(resolver))
+}
+
 /// The sync job runner (handlers are registered by the connector issues).
 pub fn start_jobs(
     store: Arc<dyn Storage>,
@@ -70,7 +97,7 @@ pub fn start_jobs(
     let runner = savdo_integrations::JobRunner::new(
         store,
         vault,
-        Arc::new(savdo_hub::Registry::builtin()),
+        registry(),
         Some(hub),
         Arc::new(savdo_integrations::SyncRegistry::new()),
     );
