@@ -14,13 +14,14 @@ use uuid::Uuid;
 use crate::VaultHandle;
 
 type CacheKey = (Uuid, DateTime<Utc>);
+type Cache = HashMap<Uuid, (CacheKey, Arc<dyn Connector>)>;
 
 pub struct ConnectorResolver {
     store: Arc<dyn Storage>,
     vault: Arc<VaultHandle>,
     registry: Arc<Registry>,
     hub: HttpHub,
-    cache: Mutex<HashMap<Uuid, (CacheKey, Arc<dyn Connector>)>>,
+    cache: Mutex<Cache>,
 }
 
 impl ConnectorResolver {
