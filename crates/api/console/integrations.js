@@ -66,7 +66,7 @@ export function render(main) {
       const circuit = circuitOf(i);
       const failing = i.status === 'failing' || health.status === 'down';
       return h('tr', { 'data-integration': i.id, 'data-type': typeOf(i), class: failing ? 'row-bad' : '' },
-        h('td', {}, h('strong', {}, i.name || typeName(typeOf(i))), h('div', { class: 'muted small' }, typeName(typeOf(i)))),
+        h('td', {}, h('strong', {}, i.name || typeName(typeOf(i))), i.name && i.name !== typeName(typeOf(i)) ? h('div', { class: 'muted small' }, typeName(typeOf(i))) : null),
         h('td', { class: 'status' }, badge(t(`st.${i.status}`, {}, i.status), kindOf(i.status))),
         h('td', { class: 'health' },
           badge(health.status ? t(`st.${health.status}`, {}, health.status) : t('int.untested'), kindOf(health.status || 'untested')),

@@ -69,6 +69,15 @@ pub fn router(state: AppState) -> Router {
         .route("/receipts/{id}", get(receipts::get))
         .route("/receipts/{id}/fiscal-qr.svg", get(console::fiscal_qr))
         .route("/marking/check", post(marking::check))
+        .route("/payments", post(payments::create))
+        .route("/payments/{id}", get(payments::get))
+        .route("/payments/{id}/cancel", post(payments::cancel))
+        .route("/payments/{id}/qr.svg", get(payments::qr_svg))
+        .route("/payments/{id}/qr.png", get(payments::qr_png))
+        .route("/payments/{id}/events", get(payments::events))
+        .route("/loyalty/customers", get(loyalty::lookup))
+        .route("/loyalty/quote", post(loyalty::quote))
+        .route("/loyalty/transactions", get(loyalty::transactions))
         .route("/invoices", post(invoices::create).get(invoices::list))
         .route("/invoices/{id}", get(invoices::get))
         .route("/invoices/{id}/reserve", post(invoices::reserve))
@@ -131,7 +140,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi-docs.json", openapi::ApiDoc::openapi()))
-        .route("/hooks/{kind}/{id}", post(hooks::receive))
+        .route(
+            "/hooks/{kind}/{id}",
+            post(hooks::receive).get(payments::hook_not_post),
+        )
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))

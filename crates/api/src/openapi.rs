@@ -17,6 +17,8 @@ use crate::routes::*;
         stock::levels, stock::movements, stock::supply, stock::writeoff, stock::count, stock::transfer,
         receipts::create, receipts::batch, receipts::get, receipts::list,
         marking::check,
+        payments::create, payments::get, payments::cancel, payments::qr_svg, payments::qr_png, payments::events,
+        loyalty::lookup, loyalty::quote, loyalty::transactions,
         invoices::create, invoices::list, invoices::get, invoices::reserve, invoices::ship, invoices::cancel,
         tokens::create, tokens::list, tokens::delete,
         settings::get, settings::patch,

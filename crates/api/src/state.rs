@@ -28,6 +28,8 @@ pub struct AppState {
     pub sync: Arc<savdo_integrations::SyncRegistry>,
     /// Client of the tills' fiscal gateways (fiscal shifts opened and closed with ours).
     pub fiscal: savdo_connectors::fiscal_gateway::FiscalClient,
+    /// The tenants' loyalty (JOWi Club) connectors, built on `hub` on first use.
+    pub loyalty_resolver: Arc<std::sync::OnceLock<Arc<savdo_integrations::ConnectorResolver>>>,
 }
 
 impl AppState {
@@ -44,6 +46,7 @@ impl AppState {
             hooks: Arc::new(savdo_integrations::HookRegistry::new()),
             sync: Arc::new(savdo_integrations::SyncRegistry::new()),
             fiscal: savdo_connectors::fiscal_gateway::FiscalClient::new(),
+            loyalty_resolver: Arc::default(),
         }
     }
 }

@@ -46,6 +46,10 @@ pub struct CheckoutArgs {
     /// Skip the raw limit.
     #[arg(long)]
     pub no_raw: bool,
+    /// Run the server without its relay and consumers (`savdo serve --no-workers`), to see
+    /// what event delivery costs the checkout.
+    #[arg(long)]
+    pub no_workers: bool,
     /// The savdo binary [default: next to this one].
     #[arg(long)]
     pub savdo_bin: Option<PathBuf>,
@@ -122,6 +126,10 @@ pub fn receipt_body(
     (id, body)
 }
 
+/// Marking-code serials: unique over every load of this process (warm-up included), since a
+/// marked unit sells once.
+static SERIALS: AtomicU64 = AtomicU64::new(1);
+
 struct TillResult {
     ok: u64,
     errors: u64,
@@ -137,7 +145,6 @@ async fn till(
     fx: Arc<Fixture>,
     idx: usize,
     marked: bool,
-    serials: Arc<AtomicU64>,
     start: Instant,
     deadline: Instant,
     schedule: Option<(Duration, Duration)>, // (offset, interval)
@@ -172,7 +179,7 @@ async fn till(
                 now
             }
         };
-        let serial = serials.fetch_add(1, Ordering::Relaxed);
+        let serial = SERIALS.fetch_add(1, Ordering::Relaxed);
         let (id, body) = receipt_body(&fx, terminal, &mut rng, marked, serial);
         let mut resp = api
             .http
@@ -245,7 +252,6 @@ pub async fn load(
     marked: bool,
     keep_acked: bool,
 ) -> anyhow::Result<(u64, u64, f64, Histogram<u64>, Vec<Uuid>)> {
-    let serials = Arc::new(AtomicU64::new(1));
     let start = Instant::now() + Duration::from_millis(20);
     let deadline = start + duration;
     let mut handles = Vec::new();
@@ -264,7 +270,6 @@ pub async fn load(
             fx.clone(),
             i,
             marked,
-            serials.clone(),
             start,
             deadline,
             schedule,
@@ -362,6 +367,11 @@ pub async fn run(a: CheckoutArgs) -> anyhow::Result<()> {
             b.receipts_per_s,
             ratio * 100.0
         );
+        if a.rate.is_some() {
+            println!(
+                "    (open loop: the API ran at the offered rate; the ratio means something in closed loop only)"
+            );
+        }
     }
     let report = CheckoutReport {
         benchmark: "checkout",
@@ -412,7 +422,7 @@ async fn run_api(
     let (tenant, token) = server::create_tenant(bin, &data_dir, &db.url).await?;
     let port = server::free_port()?;
     let log = db.dir.path().join("server.log");
-    let srv = Server::start(bin, &data_dir, &db.url, port, &log).await?;
+    let srv = Server::start(bin, &data_dir, &db.url, port, &log, a.no_workers).await?;
     let result = async {
         let api = Api::new(&srv.base, &token)?;
         let fx = Arc::new(setup::seed_api(&api, tenant, a.tills, a.marked).await?);

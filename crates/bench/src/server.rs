@@ -78,6 +78,7 @@ impl Server {
         db_url: &str,
         port: u16,
         log: &Path,
+        no_workers: bool,
     ) -> anyhow::Result<Server> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -89,6 +90,7 @@ impl Server {
             .arg("--database-url")
             .arg(db_url)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(no_workers.then_some("--no-workers"))
             .env("SAVDO_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)

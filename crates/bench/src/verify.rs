@@ -2,7 +2,7 @@
 //! `load` drives tills against a running server and survives its deaths (a till retries the same
 //! receipt id until it is answered, as a real till does); `verify` checks the database after.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,28 +81,34 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<()> {
 }
 
 macro_rules! checks {
-    ($pool:expr, $json_id:expr) => {{
+    ($pool:expr, $event_receipt_id:expr) => {{
         let pool = $pool;
         let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM receipts").fetch_all(&pool).await?;
-        let wrong_movements: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM receipts r WHERE (SELECT COUNT(*) FROM stock_movements m WHERE m.doc_id = r.id) \
-             <> (SELECT COUNT(*) FROM receipt_lines l WHERE l.receipt_id = r.id AND l.tenant_id = r.tenant_id)",
-        )
-        .fetch_one(&pool)
-        .await?;
+        // Aggregates fetched once and compared here: correlated subqueries over the outbox
+        // are quadratic without an index on the receipt id.
+        let lines: Vec<(Uuid, i64)> = sqlx::query_as("SELECT receipt_id, COUNT(*) FROM receipt_lines GROUP BY receipt_id")
+            .fetch_all(&pool)
+            .await?;
+        let moves: Vec<(Uuid, i64)> =
+            sqlx::query_as("SELECT doc_id, COUNT(*) FROM stock_movements WHERE doc_type = 'sale' GROUP BY doc_id")
+                .fetch_all(&pool)
+                .await?;
+        let moves: HashMap<Uuid, i64> = moves.into_iter().collect();
+        let wrong_movements = lines.iter().filter(|(id, n)| moves.get(id) != Some(n)).count() as i64;
         let stock: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM stock_levels s WHERE s.on_hand <> COALESCE((SELECT SUM(m.delta) FROM stock_movements m \
              WHERE m.tenant_id = s.tenant_id AND m.store_id = s.store_id AND m.product_id = s.product_id), 0)",
         )
         .fetch_one(&pool)
         .await?;
-        let events: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT COUNT(*) FROM receipts r WHERE (SELECT COUNT(*) FROM outbox o WHERE o.type = 'receipt.created' \
-             AND o.tenant_id = r.tenant_id AND {} = {}) <> 1",
-            $json_id.0, $json_id.1
+        let per_receipt: Vec<(Option<String>, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {} AS rid, COUNT(*) FROM outbox WHERE type = 'receipt.created' GROUP BY rid",
+            $event_receipt_id
         )))
-        .fetch_one(&pool)
+        .fetch_all(&pool)
         .await?;
+        let per_receipt: HashMap<String, i64> = per_receipt.into_iter().filter_map(|(k, n)| Some((k?, n))).collect();
+        let events = ids.iter().filter(|id| per_receipt.get(&id.to_string()) != Some(&1)).count() as i64;
         let unpublished: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").fetch_one(&pool).await?;
         let unconsumed: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM outbox o WHERE o.type = 'receipt.created' AND NOT EXISTS \
@@ -123,29 +129,20 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
         .collect::<Result<_, _>>()?;
     let until = Instant::now() + Duration::from_secs(a.wait_events);
     let v = loop {
-        let (ids, wrong, stock, events, unpublished, unconsumed) = if a
-            .database_url
-            .starts_with("postgres")
-        {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .connect(&a.database_url)
-                .await?;
-            checks!(pool, ("(o.data->>'id')::uuid", "r.id"))
-        } else {
-            let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect(&a.database_url)
-                .await?;
-            // Ids are stored as 16-byte blobs; the event carries the text form.
-            checks!(
-                pool,
-                (
-                    "json_extract(o.data, '$.id')",
-                    "lower(substr(hex(r.id),1,8)||'-'||substr(hex(r.id),9,4)||'-'||substr(hex(r.id),13,4)||'-'||substr(hex(r.id),17,4)||'-'||substr(hex(r.id),21))"
-                )
-            )
-        };
+        let (ids, wrong, stock, events, unpublished, unconsumed) =
+            if a.database_url.starts_with("postgres") {
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&a.database_url)
+                    .await?;
+                checks!(pool, "data->>'id'")
+            } else {
+                let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect(&a.database_url)
+                    .await?;
+                checks!(pool, "json_extract(data, '$.id')")
+            };
         let stored: HashSet<Uuid> = ids.iter().copied().collect();
         let missing = acked.iter().filter(|id| !stored.contains(id)).count();
         let v = Verdict {

@@ -90,22 +90,14 @@ pub async fn run(db: DbArgs, bus: BusArgs, args: DemoArgs) -> anyhow::Result<()>
     // The server, wired as `savdo serve` wires it (keep the two in step).
     let (store, r) = crate::open(&db).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (vault, hub) = workers::integration_hub(store.clone(), &r.data_dir)?;
-    let mut handles = workers::start(store.clone(), &bus, stop_rx.clone()).await?;
-    handles.push(workers::start_jobs(
-        store.clone(),
-        vault.clone(),
-        hub.clone(),
-        stop_rx.clone(),
-    ));
+    let platform = workers::Platform::new(store.clone(), &r.data_dir)?;
+    let handles = platform.start_workers(&bus, stop_rx.clone()).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let mut state = savdo_api::AppState::new(store.clone(), vault);
-    state.hub = Some(hub);
     // Demo webhooks may target this machine.
-    state.webhooks_allow_private = true;
+    let state = platform.app_state(true);
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(savdo_api::serve(listener, state, async move {
         let _ = server_stop.wait_for(|s| *s).await;

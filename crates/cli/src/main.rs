@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use savdo_api::AppState;
 use savdo_storage::Storage;
 
 use crate::config::DbArgs;
@@ -159,21 +158,12 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let (store, r) = open(&cli.db).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let (vault, hub) = workers::integration_hub(store.clone(), &r.data_dir)?;
-            let marking = workers::tenant_connectors(store.clone(), vault.clone(), hub.clone());
-            let mut workers = if no_workers {
+            let platform = workers::Platform::new(store, &r.data_dir)?;
+            let workers = if no_workers {
                 Vec::new()
             } else {
-                workers::start(store.clone(), &bus, marking.clone(), stop_rx.clone()).await?
+                platform.start_workers(&bus, stop_rx).await?
             };
-            if !no_workers {
-                workers.push(workers::start_jobs(
-                    store.clone(),
-                    vault.clone(),
-                    hub.clone(),
-                    stop_rx,
-                ));
-            }
             tracing::info!(data_dir = %r.data_dir.display(), database = %redact(&r.database_url), "storage ready");
             let addr = listen
                 .or(r.file_listen)
@@ -181,11 +171,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
-            let mut state = AppState::new(store, vault);
-            state.hub = Some(hub);
-            state.registry = workers::registry();
-            state.marking = Some(marking);
-            state.webhooks_allow_private = bus.webhooks_allow_private;
+            let state = platform.app_state(bus.webhooks_allow_private);
             savdo_api::serve(listener, state, shutdown_signal()).await?;
             let _ = stop_tx.send(true);
             workers::join(workers).await;
@@ -193,10 +179,8 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Worker { bus } => {
             let (store, r) = open(&cli.db).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let (vault, hub) = workers::integration_hub(store.clone(), &r.data_dir)?;
-            let marking = workers::tenant_connectors(store.clone(), vault.clone(), hub.clone());
-            let mut handles = workers::start(store.clone(), &bus, marking, stop_rx.clone()).await?;
-            handles.push(workers::start_jobs(store, vault, hub, stop_rx));
+            let platform = workers::Platform::new(store, &r.data_dir)?;
+            let handles = platform.start_workers(&bus, stop_rx).await?;
             shutdown_signal().await;
             let _ = stop_tx.send(true);
             workers::join(handles).await;

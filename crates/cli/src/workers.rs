@@ -16,6 +16,7 @@ pub async fn start(
     store: Arc<dyn Storage>,
     args: &BusArgs,
     marking: Arc<dyn savdo_hub::MarkingCheck>,
+    extra: Vec<Arc<dyn Consumer>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let bus = match &args.nats_url {
@@ -30,7 +31,7 @@ pub async fn start(
     ))];
     let clock = Arc::new(SystemClock);
     let runner = ConsumerRunner::new(store.clone(), clock.clone());
-    let consumers: Vec<Arc<dyn Consumer>> = vec![
+    let mut consumers: Vec<Arc<dyn Consumer>> = vec![
         Arc::new(savdo_webhooks::Dispatcher::new(store.clone())),
         Arc::new(savdo_connectors::fiscal_gateway::FiscalConsumer::new(
             store.clone(),
@@ -40,6 +41,7 @@ pub async fn start(
             marking,
         )),
     ];
+    consumers.extend(extra);
     handles.extend(runner.spawn(bus, consumers, stop.clone()));
     let config = savdo_webhooks::WorkerConfig {
         allow_private: args.webhooks_allow_private,
@@ -54,7 +56,25 @@ pub async fn start(
 pub fn registry() -> Arc<savdo_hub::Registry> {
     let mut r = savdo_hub::Registry::builtin();
     savdo_connectors::aslbelgisi::register(&mut r);
+    savdo_connectors::jowi_club::register(&mut r);
     Arc::new(r)
+}
+
+/// Inbound hook handlers by integration type (Payme's and Click's merchant endpoints).
+pub fn hook_handlers(
+    vault: Arc<savdo_integrations::VaultHandle>,
+) -> savdo_integrations::HookRegistry {
+    let mut hooks = savdo_integrations::HookRegistry::new();
+    hooks.register(
+        savdo_connectors::payme::KIND,
+        Arc::new(savdo_connectors::payme::PaymeHooks::new(vault)),
+    );
+    hooks.register(
+        savdo_connectors::click::KIND,
+        savdo_connectors::click::hooks(),
+    );
+    savdo_connectors::jowi_club::register_hooks(&mut hooks);
+    hooks
 }
 
 /// The vault (key file in the data directory or `SAVDO_MASTER_KEY`) and the outbound HTTP stack
@@ -102,6 +122,73 @@ pub fn start_jobs(
         Arc::new(savdo_integrations::SyncRegistry::new()),
     );
     tokio::spawn(runner.run(stop))
+}
+
+/// Everything `serve`, `worker` and `demo` wire the same way: the vault, the outbound stack,
+/// the connectors, and the background tasks.
+pub struct Platform {
+    pub store: Arc<dyn Storage>,
+    pub vault: Arc<savdo_integrations::VaultHandle>,
+    pub hub: savdo_hub::HttpHub,
+    pub marking: Arc<dyn savdo_hub::MarkingCheck>,
+}
+
+impl Platform {
+    pub fn new(store: Arc<dyn Storage>, data_dir: &std::path::Path) -> anyhow::Result<Platform> {
+        let (vault, hub) = integration_hub(store.clone(), data_dir)?;
+        let marking = tenant_connectors(store.clone(), vault.clone(), hub.clone());
+        Ok(Platform {
+            store,
+            vault,
+            hub,
+            marking,
+        })
+    }
+
+    /// The relay, the consumers, the webhook deliveries and the sync jobs.
+    pub async fn start_workers(
+        &self,
+        bus: &BusArgs,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+        // The loyalty accrual/refund consumer, on the tenants' `jowi_club` integrations.
+        let loyalty: Arc<dyn Consumer> =
+            Arc::new(savdo_connectors::loyalty_accrual::LoyaltyAccrual::new(
+                self.store.clone(),
+                Arc::new(savdo_integrations::ConnectorResolver::new(
+                    self.store.clone(),
+                    self.vault.clone(),
+                    registry(),
+                    self.hub.clone(),
+                )),
+            ));
+        let mut handles = start(
+            self.store.clone(),
+            bus,
+            self.marking.clone(),
+            vec![loyalty],
+            stop.clone(),
+        )
+        .await?;
+        handles.push(start_jobs(
+            self.store.clone(),
+            self.vault.clone(),
+            self.hub.clone(),
+            stop,
+        ));
+        Ok(handles)
+    }
+
+    /// The HTTP application's state.
+    pub fn app_state(&self, webhooks_allow_private: bool) -> savdo_api::AppState {
+        let mut state = savdo_api::AppState::new(self.store.clone(), self.vault.clone());
+        state.hub = Some(self.hub.clone());
+        state.registry = registry();
+        state.marking = Some(self.marking.clone());
+        state.webhooks_allow_private = webhooks_allow_private;
+        state.hooks = Arc::new(hook_handlers(self.vault.clone()));
+        state
+    }
 }
 
 /// Wait for the workers to stop, but not forever.

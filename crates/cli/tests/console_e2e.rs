@@ -133,8 +133,13 @@ async fn wait_text(c: &Client, css: &str, what: &str, f: impl Fn(&str) -> bool) 
 }
 
 async fn shot(c: &Client, name: &str, dir: &std::path::Path) {
-    // Let fonts and late answers settle.
+    // Let fonts and late answers settle; show the top of the page (the cashier: its receipt).
     tokio::time::sleep(Duration::from_millis(400)).await;
+    if name == "cashier" {
+        // Tall enough for the receipt and its fiscal QR under the till controls.
+        let _ = c.set_window_size(1280, 1150).await;
+    }
+    let _ = c.execute("window.scrollTo(0, 0);", vec![]).await;
     let png = c.screenshot().await.expect("screenshot");
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }

@@ -3,5 +3,9 @@
 //! Savdo never sees a provider's protocol.
 
 pub mod aslbelgisi;
+pub mod click;
 pub mod fiscal_gateway;
+pub mod jowi_club;
+pub mod loyalty_accrual;
 pub mod marking_recheck;
+pub mod payme;

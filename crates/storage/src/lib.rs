@@ -7,8 +7,10 @@ pub mod bus;
 pub mod error;
 pub mod fiscal;
 pub mod integrations;
+pub mod loyalty;
 pub mod marking;
 pub mod model;
+pub mod payments;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -25,8 +27,10 @@ pub use bus::{EventStore, InboxEntry, InboxState, PublishFn};
 pub use error::{FieldError, Result, StorageError};
 pub use fiscal::FiscalStore;
 pub use integrations::IntegrationStore;
+pub use loyalty::LoyaltyStore;
 pub use marking::{MarkingPrecheck, MarkingStore, OnlineCheck};
 pub use model::*;
+pub use payments::PaymentStore;
 pub use webhooks::WebhookStore;
 
 /// A page of results: items and the id to continue after, if there may be more.
@@ -34,7 +38,16 @@ pub type Paged<T> = (Vec<T>, Option<Uuid>);
 
 #[async_trait]
 pub trait Storage:
-    EventStore + WebhookStore + MarkingStore + IntegrationStore + FiscalStore + Send + Sync + 'static
+    EventStore
+    + WebhookStore
+    + MarkingStore
+    + IntegrationStore
+    + FiscalStore
+    + PaymentStore
+    + LoyaltyStore
+    + Send
+    + Sync
+    + 'static
 {
     fn dialect(&self) -> Dialect;
     async fn migrate(&self) -> Result<()>;

@@ -60,6 +60,8 @@ pub struct ReceiptRequest {
     #[schema(value_type = Option<Object>)]
     fiscal: Option<Value>,
     note: Option<String>,
+    /// A loyalty quote to apply and points to spend (JOWi Club).
+    loyalty: Option<super::loyalty::ReceiptLoyalty>,
 }
 
 fn sale() -> ReceiptType {
@@ -179,6 +181,29 @@ async fn submit(st: &AppState, auth: &Auth, r: ReceiptRequest) -> ApiResult<(Sta
         savdo_domain::tenant::Role::Cashier,
         savdo_domain::tenant::Role::Integration,
     ])?;
+    let mut r = r;
+    let mut loyalty_record = None;
+    // Loyalty: the quote's discounts, and points spent with JOWi Club before acceptance.
+    if let Some(l) = r.loyalty.take() {
+        let lines: Vec<_> = r
+            .lines
+            .iter()
+            .map(|x| (x.product_id, x.qty.milli(), x.price))
+            .collect();
+        let paid = r
+            .payments
+            .iter()
+            .filter(|p| p.method == PaymentMethod::LoyaltyPoints)
+            .map(|p| p.amount)
+            .sum();
+        let a =
+            super::loyalty::apply_to_receipt(st, auth, r.id, r.store_id, &l, &lines, paid).await?;
+        for (line, d) in r.lines.iter_mut().zip(a.discounts) {
+            line.discount = Some(line.discount.unwrap_or(0) + d);
+        }
+        r.customer_id = r.customer_id.or(a.customer_id);
+        loyalty_record = Some(a.record);
+    }
     let input = to_input(r)?;
     let hash = request_hash(&input);
     let precheck = super::marking::precheck(st, auth.tenant(), &input).await?;
@@ -187,7 +212,16 @@ async fn submit(st: &AppState, auth: &Auth, r: ReceiptRequest) -> ApiResult<(Sta
         .submit_receipt_checked(&auth.0, &input, &hash, &precheck)
         .await?
     {
-        ReceiptOutcome::Created(r) => Ok((StatusCode::CREATED, r)),
+        ReceiptOutcome::Created(r) => match loyalty_record {
+            Some(l) => {
+                let r = st
+                    .store
+                    .set_receipt_loyalty(auth.tenant(), r.id, &l)
+                    .await?;
+                Ok((StatusCode::CREATED, r))
+            }
+            None => Ok((StatusCode::CREATED, r)),
+        },
         ReceiptOutcome::Replayed(r) => Ok((StatusCode::OK, r)),
     }
 }

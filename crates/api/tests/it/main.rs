@@ -10,6 +10,7 @@ mod customers;
 mod fiscal;
 mod invoices;
 mod isolation;
+mod loyalty;
 mod marking;
 mod problems;
 mod products;

@@ -41,6 +41,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "fiscal",
         include_str!("../../migrations/postgres/0006_fiscal.sql"),
     ),
+    (
+        7,
+        "loyalty",
+        include_str!("../../migrations/postgres/0007_loyalty.sql"),
+    ),
+    (
+        8,
+        "payments",
+        include_str!("../../migrations/postgres/0008_payments.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -163,3 +173,5 @@ include!("webhooks_impl.rs");
 include!("integrations_impl.rs");
 include!("fiscal_impl.rs");
 include!("marking_impl.rs");
+include!("loyalty_impl.rs");
+include!("payments_impl.rs");

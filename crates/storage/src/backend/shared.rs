@@ -1641,6 +1641,14 @@ impl Backend {
             let (r, hash) = receipt_by_id(&self.read, tenant, input.id).await?.ok_or(StorageError::NotFound("receipt"))?;
             return replay(r, &hash, request_hash);
         }
+        // QR payments (Payme, Click) used by this sale: paid, same amount, not used before.
+        if receipt.kind == ReceiptType::Sale {
+            let uses: Vec<(usize, Uuid, i64)> =
+                input.payments.iter().enumerate().filter_map(|(i, p)| p.payment_id.map(|id| (i, id, p.amount))).collect();
+            if !uses.is_empty() {
+                use_payments_in_tx(&mut tx, tenant, receipt.id, &uses).await?;
+            }
+        }
         let sign = match receipt.kind {
             ReceiptType::Sale => -1,
             ReceiptType::Refund => 1,

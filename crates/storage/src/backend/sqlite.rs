@@ -42,6 +42,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "fiscal",
         include_str!("../../migrations/sqlite/0006_fiscal.sql"),
     ),
+    (
+        7,
+        "loyalty",
+        include_str!("../../migrations/sqlite/0007_loyalty.sql"),
+    ),
+    (
+        8,
+        "payments",
+        include_str!("../../migrations/sqlite/0008_payments.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -156,3 +166,5 @@ include!("webhooks_impl.rs");
 include!("integrations_impl.rs");
 include!("fiscal_impl.rs");
 include!("marking_impl.rs");
+include!("loyalty_impl.rs");
+include!("payments_impl.rs");

@@ -1,0 +1,380 @@
+//! The `loyalty` consumer: after a receipt is committed, sends the accrual (JOWi Club's
+//! "commit sale", keyed by our receipt id) for a customer linked to the tenant's loyalty
+//! integration, and the refund for a refund receipt (keyed by the refund receipt id,
+//! proportional per line). Retried until the provider accepts: a receipt made while JOWi was
+//! down earns its points when it is back, exactly once (the provider answers a repeated key
+//! with its first answer, so a lost answer is retried safely). Every call goes to the loyalty
+//! journal; `loyalty.accrued` / `loyalty.redeemed` / `loyalty.refunded` are emitted.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use savdo_bus::consumer::{Consumer, HandleError};
+use savdo_domain::event::CloudEvent;
+use savdo_hub::ConnectorError;
+use savdo_hub::connector::{CommitSale, LoyaltyLine, LoyaltyRefund};
+use savdo_integrations::ConnectorResolver;
+use savdo_storage::Storage;
+use savdo_storage::loyalty::JournalEntry;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::jowi_club::KIND;
+
+pub const NAME: &str = "loyalty";
+/// A refund met a sale JOWi does not know yet (its accrual still waits): retry this often.
+const REFUND_WAITS_FOR_SALE: u32 = 20;
+
+pub struct LoyaltyAccrual {
+    store: Arc<dyn Storage>,
+    resolver: Arc<ConnectorResolver>,
+}
+
+impl LoyaltyAccrual {
+    pub fn new(store: Arc<dyn Storage>, resolver: Arc<ConnectorResolver>) -> Self {
+        LoyaltyAccrual { store, resolver }
+    }
+
+    fn retry(e: &ConnectorError) -> HandleError {
+        let message = format!("loyalty provider: {e}");
+        match e.retry_after() {
+            Some(after) => HandleError::RetryAfter { message, after },
+            None => HandleError::Retry(message),
+        }
+    }
+
+    async fn journal(
+        &self,
+        tenant: Uuid,
+        kind: &str,
+        receipt: Uuid,
+        customer: &str,
+        request: Value,
+        outcome: Result<Value, &ConnectorError>,
+    ) {
+        let (status, error, result) = match outcome {
+            Ok(r) => ("ok", None, r),
+            Err(e) if e.is_retryable() => ("unavailable", Some(e.to_string()), Value::Null),
+            Err(e) => ("rejected", Some(e.to_string()), Value::Null),
+        };
+        let entry = JournalEntry {
+            id: Uuid::now_v7(),
+            kind: kind.to_owned(),
+            receipt_id: Some(receipt),
+            customer_ref: Some(customer.to_owned()),
+            request,
+            status: status.to_owned(),
+            error,
+            result,
+            at: Utc::now(),
+        };
+        if let Err(e) = self.store.append_loyalty_journal(tenant, &entry).await {
+            tracing::warn!(error = %e, "loyalty journal not written");
+        }
+    }
+
+    /// Whether the journal already has this receipt's call of `kind` accepted (a redelivered
+    /// event: the provider's effect and our event already happened).
+    async fn done(&self, tenant: Uuid, kind: &str, receipt: Uuid) -> Result<bool, HandleError> {
+        Ok(self.accepted(tenant, kind, receipt).await?.is_some())
+    }
+
+    /// The journal's accepted call of `kind` for this receipt, if any.
+    async fn accepted(
+        &self,
+        tenant: Uuid,
+        kind: &str,
+        receipt: Uuid,
+    ) -> Result<Option<JournalEntry>, HandleError> {
+        let entries = self
+            .store
+            .list_loyalty_journal(tenant, Some(receipt), 500)
+            .await
+            .map_err(|e| HandleError::Retry(e.to_string()))?;
+        Ok(entries
+            .into_iter()
+            .find(|e| e.kind == kind && e.status == "ok"))
+    }
+
+    /// Record the accepted accrual on the receipt's `loyalty` field.
+    async fn mark(&self, tenant: Uuid, receipt: Uuid, ev: &Value) -> Result<(), HandleError> {
+        let patch = json!({
+            "provider": KIND, "customer_id": ev["customer_id"], "external_customer_id": ev["external_id"],
+            "accrual": "accrued", "transaction_id": ev["transaction_id"],
+            "points_earned": ev["earned"], "points_spent": ev["spent"], "balance": ev["balance"],
+        });
+        match self
+            .store
+            .set_receipt_loyalty(tenant, receipt, &patch)
+            .await
+        {
+            Ok(_) | Err(savdo_storage::StorageError::NotFound(_)) => Ok(()),
+            Err(e) => Err(HandleError::Retry(e.to_string())),
+        }
+    }
+
+    /// The provider's id of the receipt's customer, when linked.
+    async fn external_customer(
+        &self,
+        tenant: Uuid,
+        customer: Option<Uuid>,
+    ) -> Result<Option<String>, HandleError> {
+        let Some(id) = customer else {
+            return Ok(None);
+        };
+        let c = match self.store.get_customer(tenant, id).await {
+            Ok(c) => c,
+            Err(savdo_storage::StorageError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(HandleError::Retry(e.to_string())),
+        };
+        Ok(c.external_ids
+            .get(KIND)
+            .and_then(Value::as_str)
+            .map(str::to_owned))
+    }
+
+    fn lines(data: &Value) -> Vec<LoyaltyLine> {
+        data["lines"]
+            .as_array()
+            .map(|ls| {
+                ls.iter()
+                    .map(|l| {
+                        let qty = savdo_domain::Qty::from_milli(0);
+                        let quantity =
+                            serde_json::from_value::<savdo_domain::Qty>(l["qty"].clone())
+                                .unwrap_or(qty)
+                                .milli();
+                        let price = l["price"].as_i64().unwrap_or(0);
+                        LoyaltyLine {
+                            line_ref: l["line_no"].as_u64().unwrap_or(0).to_string(),
+                            name: l["name"].as_str().unwrap_or("").to_owned(),
+                            quantity,
+                            price,
+                            amount: l["amount"].as_i64().unwrap_or(0)
+                                + l["discount"].as_i64().unwrap_or(0),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn accrue(&self, tenant: Uuid, data: &Value) -> Result<(), HandleError> {
+        let receipt_id: Uuid = serde_json::from_value(data["id"].clone())
+            .map_err(|_| HandleError::Permanent("receipt without id".into()))?;
+        if self.done(tenant, "accrual", receipt_id).await? {
+            return Ok(());
+        }
+        let customer: Option<Uuid> = serde_json::from_value(data["customer_id"].clone()).ok();
+        let Some(external) = self.external_customer(tenant, customer).await? else {
+            return Ok(());
+        };
+        // Points were spent at the till: that commit (same receipt id) already earned the points.
+        if let Some(redeem) = self.accepted(tenant, "redeem", receipt_id).await? {
+            let result = redeem.result.clone();
+            self.journal(
+                tenant,
+                "accrual",
+                receipt_id,
+                &external,
+                redeem.request,
+                Ok(result.clone()),
+            )
+            .await;
+            let mut ev = result;
+            ev["receipt_id"] = json!(receipt_id);
+            ev["customer_id"] = json!(customer);
+            ev["external_id"] = json!(external);
+            self.mark(tenant, receipt_id, &ev).await?;
+            for kind in ["loyalty.redeemed", "loyalty.accrued"] {
+                self.store
+                    .emit_loyalty_event(tenant, kind, ev.clone())
+                    .await
+                    .map_err(|e| HandleError::Retry(e.to_string()))?;
+            }
+            return Ok(());
+        }
+        let connector = match self.resolver.for_tenant(tenant, KIND).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(Self::retry(&e)),
+        };
+        let Some(l) = connector.as_loyalty() else {
+            return Ok(());
+        };
+        let spend = data["loyalty"]["spend_points"].as_i64().unwrap_or(0);
+        let req = CommitSale {
+            receipt_id,
+            customer_id: external.clone(),
+            store_id: data["store_id"].as_str().unwrap_or("").to_owned(),
+            total: data["total"].as_i64().unwrap_or(0),
+            spend_points: spend,
+            lines: Self::lines(data),
+        };
+        let request = json!({"total": req.total, "spend_points": spend, "lines": req.lines.len()});
+        match l.commit_sale(&req).await {
+            Ok(c) => {
+                let result = json!({"transaction_id": c.transaction_id, "earned": c.earned_points,
+                                    "spent": c.spent_points, "balance": c.balance_points});
+                self.journal(
+                    tenant,
+                    "accrual",
+                    receipt_id,
+                    &external,
+                    request,
+                    Ok(result.clone()),
+                )
+                .await;
+                let mut ev = result;
+                ev["receipt_id"] = json!(receipt_id);
+                ev["customer_id"] = json!(customer);
+                ev["external_id"] = json!(external);
+                let emit = |kind: &'static str, ev: Value| async move {
+                    self.store
+                        .emit_loyalty_event(tenant, kind, ev)
+                        .await
+                        .map_err(|e| HandleError::Retry(e.to_string()))
+                };
+                self.mark(tenant, receipt_id, &ev).await?;
+                if c.spent_points > 0 {
+                    emit("loyalty.redeemed", ev.clone()).await?;
+                }
+                emit("loyalty.accrued", ev).await
+            }
+            Err(e) => {
+                self.journal(tenant, "accrual", receipt_id, &external, request, Err(&e))
+                    .await;
+                if e.is_retryable() {
+                    Err(Self::retry(&e))
+                } else {
+                    Err(HandleError::Permanent(e.to_string()))
+                }
+            }
+        }
+    }
+
+    async fn refund(&self, tenant: Uuid, data: &Value, attempt: u32) -> Result<(), HandleError> {
+        let refund_id: Uuid = serde_json::from_value(data["id"].clone())
+            .map_err(|_| HandleError::Permanent("receipt without id".into()))?;
+        let Ok(sale_id) = serde_json::from_value::<Uuid>(data["refund_of"].clone()) else {
+            return Ok(());
+        };
+        if self.done(tenant, "refund", refund_id).await? {
+            return Ok(());
+        }
+        let sale = match self.store.get_receipt(tenant, sale_id).await {
+            Ok(s) => s,
+            Err(savdo_storage::StorageError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(HandleError::Retry(e.to_string())),
+        };
+        let customer: Option<Uuid> = serde_json::from_value(data["customer_id"].clone())
+            .ok()
+            .or(sale.customer_id);
+        let Some(external) = self.external_customer(tenant, customer).await? else {
+            return Ok(());
+        };
+        let connector = match self.resolver.for_tenant(tenant, KIND).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(Self::retry(&e)),
+        };
+        let Some(l) = connector.as_loyalty() else {
+            return Ok(());
+        };
+        // Refund lines against the sale's line numbers (the refs the sale was committed with).
+        let mut lines = Vec::new();
+        let mut whole = true;
+        for rl in Self::lines(data) {
+            let product = data["lines"]
+                .as_array()
+                .and_then(|ls| {
+                    ls.iter().find(|x| {
+                        x["line_no"].as_u64().map(|n| n.to_string()) == Some(rl.line_ref.clone())
+                    })
+                })
+                .and_then(|x| x["product_id"].as_str().map(str::to_owned));
+            let Some(sold) = sale
+                .lines
+                .iter()
+                .find(|s| Some(s.product_id.to_string()) == product)
+            else {
+                continue;
+            };
+            if rl.quantity < sold.qty.milli() {
+                whole = false;
+            }
+            lines.push(LoyaltyLine {
+                line_ref: sold.line_no.to_string(),
+                ..rl
+            });
+        }
+        if lines.len() < sale.lines.len() {
+            whole = false;
+        }
+        let req = LoyaltyRefund {
+            receipt_id: sale_id,
+            refund_id,
+            lines: if whole { None } else { Some(lines) },
+        };
+        let request = json!({"sale": sale_id, "whole": whole});
+        match l.refund(&req).await {
+            Ok(r) => {
+                let result = json!({"earned_reversed": r.earned_reversed,
+                                    "spent_returned": r.spent_returned, "balance": r.balance_points});
+                self.journal(
+                    tenant,
+                    "refund",
+                    refund_id,
+                    &external,
+                    request,
+                    Ok(result.clone()),
+                )
+                .await;
+                let mut ev = result;
+                ev["receipt_id"] = json!(refund_id);
+                ev["refund_of"] = json!(sale_id);
+                ev["customer_id"] = json!(customer);
+                ev["external_id"] = json!(external);
+                self.store
+                    .emit_loyalty_event(tenant, "loyalty.refunded", ev)
+                    .await
+                    .map_err(|e| HandleError::Retry(e.to_string()))
+            }
+            Err(e) => {
+                self.journal(tenant, "refund", refund_id, &external, request, Err(&e))
+                    .await;
+                match &e {
+                    _ if e.is_retryable() => Err(Self::retry(&e)),
+                    // The sale's accrual may still be waiting in the outbox.
+                    ConnectorError::Rejected { code, .. }
+                        if code == "404" && attempt < REFUND_WAITS_FOR_SALE =>
+                    {
+                        Err(HandleError::Retry(e.to_string()))
+                    }
+                    _ => Err(HandleError::Permanent(e.to_string())),
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Consumer for LoyaltyAccrual {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn accepts(&self, event_type: &str) -> bool {
+        matches!(event_type, "receipt.created" | "receipt.refunded")
+    }
+
+    async fn handle(&self, event: &CloudEvent, attempt: u32) -> Result<(), HandleError> {
+        let tenant = event.tenantid;
+        if event.kind == "receipt.refunded" {
+            self.refund(tenant, &event.data, attempt).await
+        } else {
+            self.accrue(tenant, &event.data).await
+        }
+    }
+}
