@@ -185,7 +185,7 @@ export function render(main) {
       customer
         ? h('div', { id: 'c-customer' }, h('strong', {}, customer.name), ' ', h('span', { class: 'mono' }, customer.loyalty_card || ''),
           ' ', h('button', { class: 'secondary small', onclick: () => { customer = null; changed(); } }, t('loy.detach')),
-          quote ? h('div', { id: 'c-quote' }, `${t('loy.discount')}: ${money(quote.discount_total || 0)} · ${t('loy.points')}: +${quote.points_to_earn ?? 0} (${t('loy.balance')}: ${quote.balance_points ?? '—'})`) : null)
+          quote ? h('div', { id: 'c-quote' }, `${t('loy.discount')}: ${money(quote.discount_total || 0)} · ${t('loy.points')}: +${quote.points?.to_earn ?? 0} (${t('loy.balance')}: ${quote.points?.balance ?? '—'})`) : null)
         : h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); attach(card.value.trim()); } },
           h('label', { for: 'c-card', class: 'sr-only' }, t('loy.card')), card, h('button', { type: 'submit', class: 'secondary', id: 'c-attach' }, t('loy.attach'))));
   }
@@ -193,10 +193,21 @@ export function render(main) {
   async function attach(cardNo) {
     if (!cardNo) return;
     try {
+      if (features.loyalty) {
+        // JOWi Club finds the card and links (or creates) our customer record.
+        const r = await api.get(`/loyalty/customers?card=${encodeURIComponent(cardNo)}`);
+        if (r.customer) {
+          customer = { id: r.customer.id, name: r.customer.name, loyalty_card: r.customer.card || cardNo };
+          say('');
+          changed();
+          return;
+        }
+        // JOWi Club unavailable: the sale goes on without a discount; points come later.
+        say(r.warning || t('loy.unavailable'), 'warn');
+      }
       const found = api.items(await api.get(`/customers?card=${encodeURIComponent(cardNo)}`));
       if (!found.length) return say(t('loy.noCustomer', { card: cardNo }), 'warn');
       customer = found[0];
-      say('');
       changed();
     } catch (e) {
       say(e.message);
@@ -206,10 +217,12 @@ export function render(main) {
   async function requestQuote() {
     // Active only when the server documents /api/v1/loyalty…: its quote gives the discount.
     try {
-      quote = await api.post('/loyalty/quote', {
-        customer_id: customer.id, store_id: storeSel.value,
+      const r = await api.post('/loyalty/quote', {
+        store_id: storeSel.value, customer: { id: customer.id },
         lines: cart.map((l) => ({ product_id: l.product.id, qty: l.qty })),
       });
+      quote = r.quote || null;
+      if (!quote && r.warning) say(r.warning, 'warn');
     } catch (e) {
       quote = null;
       say(`${t('loy.title')}: ${e.message}`, 'warn');
@@ -244,7 +257,9 @@ export function render(main) {
     try {
       const p = await api.post('/payments', { provider, amount: total(), store_id: storeSel.value, terminal_id: tillSel.value }, { 'Idempotency-Key': uuid() });
       const img = h('img', { alt: t('pay.qrAlt', { provider }), width: '200', height: '200' });
-      clear(box, h('p', {}, t('pay.scan')), img, h('div', { id: 'c-qr-status' }, badge(p.status || 'pending', 'warn')));
+      clear(box, h('p', {}, t('pay.scan')), img,
+        h('div', {}, h('a', { id: 'c-qr-link', href: p.checkout_url, target: '_blank', rel: 'noopener', class: 'small' }, p.checkout_url)),
+        h('div', { id: 'c-qr-status' }, badge(p.status || 'pending', 'warn')));
       img.src = await api.blobUrl(`/payments/${p.id}/qr.svg`);
       const poll = async (n) => {
         if (!alive || n > 300) return;
@@ -272,13 +287,13 @@ export function render(main) {
       lines: cart.map((l) => {
         const line = { product_id: l.product.id, qty: l.qty };
         if (l.codes.length) line.marking_codes = l.codes;
-        const d = quote && (quote.lines || []).find((x) => x.product_id === l.product.id || x.line_ref === l.product.id);
-        if (d && d.discount) line.discount = d.discount;
+        // The quote's discounts are applied by the server from `loyalty.quote_id`.
         return line;
       }),
       payments,
     };
     if (customer) body.customer_id = customer.id;
+    if (quote) body.loyalty = { quote_id: quote.id, spend_points: 0 };
     try {
       const r = await api.post('/receipts', body);
       pendingId = null;
@@ -304,7 +319,11 @@ export function render(main) {
         h('td', {}, l.name), h('td', { class: 'num' }, `${l.qty} × ${money(l.price)}`), h('td', { class: 'num' }, money(l.amount)))))),
       h('p', {}, h('strong', {}, `${t('cash.total')}: ${money(r.total)}`), h('span', { class: 'muted' }, ` · ${t('rc.vat')}: ${money(r.vat_total)}`),
         r.discount_total ? h('span', {}, ` · ${t('loy.discount')}: ${money(r.discount_total)}`) : null),
-      r.loyalty ? h('p', { class: 'small' }, `${t('loy.title')}: ${JSON.stringify(r.loyalty)}`) : null,
+      r.loyalty ? h('p', { class: 'small', id: 'c-receipt-loyalty' },
+        `${t('loy.title')}: ${t('loy.discount')} ${money(r.loyalty.discount_total || 0)}`
+        + (r.loyalty.points_spent ? ` · −${r.loyalty.points_spent}` : '')
+        + (r.loyalty.balance != null ? ` · ${t('loy.balance')} ${r.loyalty.balance}` : '')
+        + (r.loyalty.accrual ? ` · ${r.loyalty.accrual}` : '')) : null,
       (r.warnings || []).length ? h('div', { class: 'notice warn small' }, r.warnings.map((w) => h('div', {}, typeof w === 'string' ? w : (w.message || JSON.stringify(w))))) : null,
       h('div', { id: 'fiscal-status' }, `${t('rc.fiscal')}: `, f.status ? badge(t(`st.${f.status}`, {}, f.status), kindOf(f.status)) : badge(t('rc.noFiscal'), 'muted'),
         f.fiscal_sign ? h('span', { class: 'mono small' }, ` ${t('rc.sign')}: ${f.fiscal_sign}`) : null),

@@ -357,9 +357,26 @@ async fn scenarios(c: &Client, demo: &Value, shots: &std::path::Path) -> Result<
     find(c, "#c-card").await.send_keys(card).await.unwrap();
     find(c, "#c-attach").await.click().await.unwrap();
     find(c, "#c-customer").await;
-    // Loyalty and QR payments: their slots say when this server lacks them.
-    find(c, "#c-loyalty").await;
-    find(c, "#c-pay-cash").await.click().await.unwrap();
+    // The JOWi Club quote: its discount and points are shown.
+    wait_text(c, "#c-quote", "loyalty quote", |t| !t.is_empty()).await;
+    // Pay by Payme QR: the QR appears, the sandbox pays as the buyer would, the till sees it.
+    find(c, "#c-pay-payme").await.click().await.unwrap();
+    let link = find(c, "#c-qr-link").await;
+    let checkout = link.attr("href").await.unwrap().unwrap_or_default();
+    assert!(!checkout.is_empty(), "no checkout link under the QR");
+    let paid: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "{}/_control/payme/pay",
+            demo["sandbox_url"].as_str().unwrap_or_default()
+        ))
+        .json(&json!({"checkout_url": checkout, "scenario": "pay"}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    assert_eq!(paid["ok"], json!(true), "the sandbox could not pay: {paid}");
     wait_text(c, "#c-receipt h2", "receipt", |t| t.contains('№')).await;
     if demo["fiscal_configured"].as_bool() == Some(true) {
         c.wait()

@@ -253,17 +253,19 @@ pub struct QuoteCustomer {
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct QuoteLine {
     pub product_id: Uuid,
+    /// Like a receipt line: a decimal with at most 3 places.
+    #[schema(value_type = f64, example = 1)]
+    pub qty: savdo_domain::Qty,
+    /// Unit price, tiyin; defaults to the product's price.
     #[serde(default)]
-    pub name: Option<String>,
-    /// Thousandths of a unit.
-    pub quantity: i64,
-    /// Unit price, tiyin.
-    pub price: i64,
+    pub price: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct QuoteBody {
     pub store_id: Uuid,
     pub customer: QuoteCustomer,
@@ -285,25 +287,42 @@ pub async fn quote(
     if b.spend_points < 0 {
         return Err(ApiError::field("spend_points", "must be >= 0"));
     }
+    let tenant = auth.tenant();
     let mut lines = Vec::with_capacity(b.lines.len());
     for (i, l) in b.lines.iter().enumerate() {
-        if l.quantity <= 0 || l.price < 0 {
+        if !l.qty.is_positive() {
             return Err(ApiError::field(
-                format!("lines[{i}]"),
-                "quantity must be > 0 (thousandths) and price >= 0 (tiyin)",
+                format!("lines[{i}].qty"),
+                "must be greater than zero",
             ));
         }
-        let amount = i64::try_from((i128::from(l.price) * i128::from(l.quantity) + 500) / 1000)
-            .map_err(|_| ApiError::field(format!("lines[{i}]"), "amount too large"))?;
+        let product = st
+            .store
+            .get_product(tenant, l.product_id)
+            .await
+            .map_err(|e| match e {
+                savdo_storage::StorageError::NotFound(_) => {
+                    ApiError::field(format!("lines[{i}].product_id"), "no such product")
+                }
+                other => other.into(),
+            })?;
+        let price = l.price.unwrap_or(product.price);
+        if price < 0 {
+            return Err(ApiError::field(
+                format!("lines[{i}].price"),
+                "must not be negative",
+            ));
+        }
+        let amount = savdo_domain::money::line_gross(price, l.qty)
+            .ok_or_else(|| ApiError::field(format!("lines[{i}].price"), "amount too large"))?;
         lines.push(LoyaltyLine {
             line_ref: (i + 1).to_string(),
-            name: l.name.clone().unwrap_or_else(|| l.product_id.to_string()),
-            quantity: l.quantity,
-            price: l.price,
+            name: product.name.clone(),
+            quantity: l.qty.milli(),
+            price,
             amount,
         });
     }
-    let tenant = auth.tenant();
     let c = provider(&st, tenant).await?;
     let l = c
         .as_loyalty()
@@ -389,7 +408,7 @@ pub async fn quote(
         .zip(&lines)
         .zip(&q.lines)
         .map(|((src, l), d)| {
-            json!({"ref": l.line_ref, "product_id": src.product_id, "quantity": l.quantity,
+            json!({"ref": l.line_ref, "product_id": src.product_id, "qty": src.qty, "quantity": l.quantity,
                    "price": l.price, "amount": l.amount, "discount": d.discount})
         })
         .collect();

@@ -142,7 +142,7 @@ async fn lookup_quote_and_outage(srv: Srv) {
             .post(
                 "/api/v1/loyalty/quote",
                 json!({"store_id": store, "customer": customer, "spend_points": 100,
-                       "lines": [{"product_id": p1, "quantity": 2000, "price": 5_000_00}]}),
+                       "lines": [{"product_id": p1, "qty": 2, "price": 5_000_00}]}),
             )
             .await;
         let b = r.ok(200);
@@ -179,7 +179,7 @@ async fn lookup_quote_and_outage(srv: Srv) {
         .post(
             "/api/v1/loyalty/quote",
             json!({"store_id": store, "customer": {"id": ours},
-                   "lines": [{"product_id": p1, "quantity": 1000, "price": 5_000_00}]}),
+                   "lines": [{"product_id": p1, "qty": 1, "price": 5_000_00}]}),
         )
         .await;
     let b = r.ok(200);
@@ -395,7 +395,7 @@ async fn quote_receipt_and_spending(srv: Srv) {
     s.supply(store, p, json!(10)).await;
     let quote = |spend: i64| {
         json!({"store_id": store, "customer": {"card": "8600999988887777"}, "spend_points": spend,
-               "lines": [{"product_id": p, "quantity": 2000, "price": 5_000_00}]})
+               "lines": [{"product_id": p, "qty": 2, "price": 5_000_00}]})
     };
     let q = s.post("/api/v1/loyalty/quote", quote(100)).await;
     let qid = q.ok(200)["quote"]["id"].clone();
