@@ -375,6 +375,37 @@ pub fn control_error(status: axum::http::StatusCode, msg: impl Into<String>) -> 
     (status, axum::Json(json!({"error": msg.into()}))).into_response()
 }
 
+/// What the control routes every marketplace simulator shares need from it.
+pub trait MarketplaceSim: Send + Sync + 'static {
+    fn stats(&self) -> &Stats;
+    fn clock(&self) -> &Clock;
+}
+
+/// `GET /_control/<name>/stats`.
+pub async fn c_stats<S: MarketplaceSim>(State(sim): State<Arc<S>>) -> Response {
+    use axum::response::IntoResponse;
+    axum::Json(sim.stats().snapshot()).into_response()
+}
+
+/// `DELETE /_control/<name>/stats`.
+pub async fn c_clear_stats<S: MarketplaceSim>(State(sim): State<Arc<S>>) -> Response {
+    use axum::response::IntoResponse;
+    sim.stats().clear();
+    axum::http::StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /_control/<name>/clock {advance_ms?, advance_secs?, freeze?}`.
+pub async fn c_clock<S: MarketplaceSim>(
+    State(sim): State<Arc<S>>,
+    body: axum::body::Bytes,
+) -> Response {
+    use axum::response::IntoResponse;
+    match parse_control::<AdvanceClock>(&body) {
+        Ok(a) => axum::Json(a.apply(sim.clock())).into_response(),
+        Err(e) => control_error(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

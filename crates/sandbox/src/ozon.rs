@@ -40,8 +40,8 @@ use serde_json::{Value, json};
 
 use crate::common::{Simulator, SystemState, header};
 use crate::marketplace_common::{
-    AdvanceClock, Clock, SlidingWindow, Stats, control_error, count_requests, lock, merge_json,
-    parse_control, rfc3339,
+    Clock, MarketplaceSim, SlidingWindow, Stats, c_clear_stats, c_clock, c_stats, control_error,
+    count_requests, lock, merge_json, parse_control, rfc3339,
 };
 
 pub const DEFAULT_CLIENT_ID: &str = "demo-client";
@@ -1177,15 +1177,6 @@ async fn c_stock(State(sim): State<Arc<Ozon>>, Query(q): Query<StockQuery>) -> R
         .into_response()
 }
 
-async fn c_stats(State(sim): State<Arc<Ozon>>) -> Response {
-    Json(sim.stats.snapshot()).into_response()
-}
-
-async fn c_clear_stats(State(sim): State<Arc<Ozon>>) -> Response {
-    sim.stats.clear();
-    StatusCode::NO_CONTENT.into_response()
-}
-
 async fn c_limits(State(sim): State<Arc<Ozon>>) -> Response {
     Json(json!({"limits": lock(&sim.data).limits})).into_response()
 }
@@ -1207,10 +1198,12 @@ async fn c_set_limits(State(sim): State<Arc<Ozon>>, body: Bytes) -> Response {
     }
 }
 
-async fn c_clock(State(sim): State<Arc<Ozon>>, body: Bytes) -> Response {
-    match parse_control::<AdvanceClock>(&body) {
-        Ok(a) => Json(a.apply(&sim.clock)).into_response(),
-        Err(e) => control_error(StatusCode::UNPROCESSABLE_ENTITY, e),
+impl MarketplaceSim for Ozon {
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    fn clock(&self) -> &Clock {
+        &self.clock
     }
 }
 
@@ -1249,9 +1242,9 @@ impl Simulator for Ozon {
             .route("/orders/{posting_number}/cancel", post(c_cancel))
             .route("/orders/{posting_number}/status", post(c_status))
             .route("/stock", get(c_stock))
-            .route("/stats", get(c_stats).delete(c_clear_stats))
+            .route("/stats", get(c_stats::<Ozon>).delete(c_clear_stats::<Ozon>))
             .route("/limits", get(c_limits).post(c_set_limits))
-            .route("/clock", post(c_clock))
+            .route("/clock", post(c_clock::<Ozon>))
             .with_state(self)
     }
 

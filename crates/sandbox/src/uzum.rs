@@ -32,8 +32,8 @@ use serde_json::{Value, json};
 
 use crate::common::{Simulator, SystemState, header};
 use crate::marketplace_common::{
-    AdvanceClock, Clock, Stats, TokenBucket, ceil_secs, control_error, count_requests, lock,
-    merge_json, parse_control, query_pairs, rfc3339,
+    Clock, MarketplaceSim, Stats, TokenBucket, c_clear_stats, c_clock, c_stats, ceil_secs,
+    control_error, count_requests, lock, merge_json, parse_control, query_pairs, rfc3339,
 };
 
 pub const DEFAULT_TOKEN: &str = "demo-uzum-token";
@@ -994,15 +994,6 @@ async fn c_stock(State(sim): State<Arc<Uzum>>) -> Response {
     Json(json!({"items": items, "by_barcode": by_barcode})).into_response()
 }
 
-async fn c_stats(State(sim): State<Arc<Uzum>>) -> Response {
-    Json(sim.stats.snapshot()).into_response()
-}
-
-async fn c_clear_stats(State(sim): State<Arc<Uzum>>) -> Response {
-    sim.stats.clear();
-    StatusCode::NO_CONTENT.into_response()
-}
-
 async fn c_limits(State(sim): State<Arc<Uzum>>) -> Response {
     Json(json!({"limits": lock(&sim.data).limits})).into_response()
 }
@@ -1023,10 +1014,12 @@ async fn c_set_limits(State(sim): State<Arc<Uzum>>, body: Bytes) -> Response {
     }
 }
 
-async fn c_clock(State(sim): State<Arc<Uzum>>, body: Bytes) -> Response {
-    match parse_control::<AdvanceClock>(&body) {
-        Ok(a) => Json(a.apply(&sim.clock)).into_response(),
-        Err(e) => control_error(StatusCode::UNPROCESSABLE_ENTITY, e),
+impl MarketplaceSim for Uzum {
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    fn clock(&self) -> &Clock {
+        &self.clock
     }
 }
 
@@ -1066,9 +1059,9 @@ impl Simulator for Uzum {
             .route("/orders/{id}/cancel", post(c_cancel))
             .route("/orders/{id}/status", post(c_status))
             .route("/stock", get(c_stock))
-            .route("/stats", get(c_stats).delete(c_clear_stats))
+            .route("/stats", get(c_stats::<Uzum>).delete(c_clear_stats::<Uzum>))
             .route("/limits", get(c_limits).post(c_set_limits))
-            .route("/clock", post(c_clock))
+            .route("/clock", post(c_clock::<Uzum>))
             .with_state(self)
     }
 

@@ -41,8 +41,8 @@ use serde_json::{Value, json};
 
 use crate::common::{Simulator, SystemState, header};
 use crate::marketplace_common::{
-    AdvanceClock, Clock, Limited, Stats, TokenBucket, ceil_secs, control_error, count_requests,
-    lock, merge_json, parse_control, query_pairs, rfc3339,
+    Clock, Limited, MarketplaceSim, Stats, TokenBucket, c_clear_stats, c_clock, c_stats, ceil_secs,
+    control_error, count_requests, lock, merge_json, parse_control, query_pairs, rfc3339,
 };
 
 pub const DEFAULT_TOKEN: &str = "demo-wb-token";
@@ -1067,15 +1067,6 @@ async fn c_stock(State(sim): State<Arc<Wildberries>>, Query(q): Query<StockQuery
         .into_response()
 }
 
-async fn c_stats(State(sim): State<Arc<Wildberries>>) -> Response {
-    Json(sim.stats.snapshot()).into_response()
-}
-
-async fn c_clear_stats(State(sim): State<Arc<Wildberries>>) -> Response {
-    sim.stats.clear();
-    StatusCode::NO_CONTENT.into_response()
-}
-
 async fn c_limits(State(sim): State<Arc<Wildberries>>) -> Response {
     Json(json!({"limits": lock(&sim.data).limits})).into_response()
 }
@@ -1096,10 +1087,12 @@ async fn c_set_limits(State(sim): State<Arc<Wildberries>>, body: Bytes) -> Respo
     }
 }
 
-async fn c_clock(State(sim): State<Arc<Wildberries>>, body: Bytes) -> Response {
-    match parse_control::<AdvanceClock>(&body) {
-        Ok(a) => Json(a.apply(&sim.clock)).into_response(),
-        Err(e) => control_error(StatusCode::UNPROCESSABLE_ENTITY, e),
+impl MarketplaceSim for Wildberries {
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    fn clock(&self) -> &Clock {
+        &self.clock
     }
 }
 
@@ -1146,9 +1139,12 @@ impl Simulator for Wildberries {
             .route("/orders/{id}/cancel", post(c_cancel))
             .route("/orders/{id}/status", post(c_status))
             .route("/stock", get(c_stock))
-            .route("/stats", get(c_stats).delete(c_clear_stats))
+            .route(
+                "/stats",
+                get(c_stats::<Wildberries>).delete(c_clear_stats::<Wildberries>),
+            )
             .route("/limits", get(c_limits).post(c_set_limits))
-            .route("/clock", post(c_clock))
+            .route("/clock", post(c_clock::<Wildberries>))
             .with_state(self)
     }
 
