@@ -387,6 +387,14 @@ pub struct StockUpdate {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceUpdate {
+    pub external_id: String,
+    pub barcode: Option<String>,
+    /// Tiyin.
+    pub price: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemError {
     pub external_id: String,
     pub code: String,
@@ -453,6 +461,23 @@ pub trait MarketplaceConnector: Connector {
     /// Most stock updates one `push_stock` call accepts (WB 1000, Ozon 100).
     fn max_stock_batch(&self) -> usize {
         100
+    }
+    /// The shortest time between two pushes of the same item (Ozon: 2 minutes); changes in
+    /// between are coalesced into the next push.
+    fn stock_item_interval(&self) -> Option<Duration> {
+        None
+    }
+    /// Whether [`push_prices`](Self::push_prices) does anything on this marketplace.
+    fn supports_prices(&self) -> bool {
+        false
+    }
+    /// Our prices to the marketplace; per-item refusals come back in the result.
+    async fn push_prices(&self, batch: &[PriceUpdate]) -> Result<StockPushResult, ConnectorError> {
+        let _ = batch;
+        Err(ConnectorError::rejected(
+            "unsupported",
+            format!("{} does not take prices through its API", self.kind()),
+        ))
     }
     async fn list_catalog(&self, cursor: Option<&str>) -> Result<CatalogPage, ConnectorError>;
     /// At most [`max_stock_batch`](Self::max_stock_batch) items; per-item refusals come back in
