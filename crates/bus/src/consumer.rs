@@ -2,7 +2,8 @@
 //!
 //! The inbox (consumer, event id) records every event a consumer has started, finished or
 //! given up on. A failed event is parked with its next attempt time (exponential backoff with
-//! jitter) and the consumer moves on; after `max_attempts` it is dead-lettered. Consumers that
+//! jitter) and the consumer moves on; after `max_attempts` it is dead-lettered. A consumer may
+//! bring its own [`RetryPolicy`] (one whose effect must land retries without end). Consumers that
 //! call outside services get the attempt number and must use the event id as the provider's
 //! idempotency key, so a crash between the call and the inbox update is harmless.
 
@@ -39,6 +40,10 @@ pub trait Consumer: Send + Sync + 'static {
     fn accepts(&self, event_type: &str) -> bool;
     /// Apply one event. `attempt` starts at 1.
     async fn handle(&self, event: &CloudEvent, attempt: u32) -> Result<(), HandleError>;
+    /// How this consumer's failures are retried; `None` (the default) is the runner's policy.
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        None
+    }
 }
 
 /// How long a claimed retry belongs to the worker attempting it; after a crash the event is
@@ -63,6 +68,22 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Never dead-letters a retryable failure (`Retry`, `RetryAfter`): for effects that must
+    /// land, such as points earned. Backoff from `base`, capped at `max`; `Permanent` failures
+    /// are still dead-lettered with their reason.
+    pub fn until_done(base: Duration, max: Duration) -> Self {
+        RetryPolicy {
+            max_attempts: u32::MAX,
+            base,
+            max,
+        }
+    }
+
+    /// Whether a failure at `attempt` may still be retried.
+    pub fn gives_up_after(&self, attempt: u32) -> bool {
+        attempt >= self.max_attempts
+    }
+
     /// `base · 2^(attempt−1)`, capped, with ±25 % jitter so retries of many events spread out.
     pub fn delay(&self, attempt: u32) -> Duration {
         let exp = self
@@ -132,12 +153,14 @@ impl ConsumerRunner {
             Err(err) => {
                 metrics::counter!("savdo_consumer_failures_total", "consumer" => name.clone())
                     .increment(1);
+                let policy = c.retry_policy();
+                let policy = policy.as_ref().unwrap_or(&self.policy);
                 let next = match &err {
                     HandleError::Permanent(_) => None,
-                    _ if attempt >= self.policy.max_attempts => None,
-                    HandleError::Retry(_) => Some(self.policy.delay(attempt)),
+                    _ if policy.gives_up_after(attempt) => None,
+                    HandleError::Retry(_) => Some(policy.delay(attempt)),
                     HandleError::RetryAfter { after, .. } => {
-                        Some((*after).max(self.policy.delay(attempt)))
+                        Some((*after).max(policy.delay(attempt)))
                     }
                 };
                 let at = next

@@ -15,6 +15,9 @@
 //!   unknown, 409 key reused with another body, 422 impossible).
 //! - Money is tiyin; points are whole UZS (1 point = 100 tiyin); quantities go out as decimal
 //!   strings with three decimals.
+//! - Webhooks: `{id, event, customer_id, balance, time}` signed with `X-Jowi-Signature`; a
+//!   `customer.updated` one also carries `customer` as the look-up answers it (its name and
+//!   phone refresh our linked customer).
 //!
 //! Look-ups and quotes run within `lookup_timeout_ms` (800 ms) **in all**, retries included: a
 //! cashier is waiting. Commits and refunds use `redeem_timeout_ms` (3 s) per attempt and are
@@ -235,9 +238,41 @@ pub struct JowiWebhook {
     pub customer_id: String,
     #[serde(default)]
     pub balance: Option<i64>,
+    /// [assumed] `customer.updated` carries the customer as a look-up answers it.
+    #[serde(default)]
+    pub customer: Option<WebhookCustomer>,
+}
+
+/// The customer a `customer.updated` webhook carries (the fields we keep).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct WebhookCustomer {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
 }
 
 impl JowiWebhook {
+    /// What our linked customer should now be: a non-empty name, a phone we can normalise
+    /// (one we cannot is left out rather than stored).
+    pub fn customer_update(&self) -> Option<savdo_storage::loyalty::ProviderCustomer> {
+        if self.event != "customer.updated" {
+            return None;
+        }
+        let c = self.customer.as_ref()?;
+        let name = c
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+        let phone = c
+            .phone
+            .as_deref()
+            .and_then(|p| savdo_domain::phone::normalize_phone(p).ok());
+        Some(savdo_storage::loyalty::ProviderCustomer { name, phone })
+    }
+
     pub fn parse(body: &[u8]) -> Result<Self, ConnectorError> {
         serde_json::from_slice(body)
             .map_err(|e| ConnectorError::protocol(format!("webhook body: {e}")))
@@ -689,6 +724,28 @@ mod tests {
         let hook = JowiWebhook::parse(body).unwrap();
         assert_eq!(hook.balance, Some(5));
     }
+
+    #[test]
+    fn customer_updated_carries_name_and_phone() {
+        let body = br#"{"id":"w2","event":"customer.updated","customer_id":"c","balance":5,
+            "customer":{"id":"c","name":" Aziza K ","phone":"998 90 123 45 67","level":"gold"}}"#;
+        let hook = JowiWebhook::parse(body).unwrap();
+        let u = hook.customer_update().unwrap();
+        assert_eq!(u.name.as_deref(), Some("Aziza K"));
+        assert_eq!(u.phone.as_deref(), Some("+998901234567"));
+        let odd = br#"{"id":"w3","event":"customer.updated","customer_id":"c",
+            "customer":{"id":"c","name":"","phone":"12"}}"#;
+        let u = JowiWebhook::parse(odd).unwrap().customer_update().unwrap();
+        assert_eq!((u.name, u.phone), (None, None));
+        let other = br#"{"id":"w4","event":"balance.changed","customer_id":"c",
+            "customer":{"id":"c","name":"X"}}"#;
+        assert!(
+            JowiWebhook::parse(other)
+                .unwrap()
+                .customer_update()
+                .is_none()
+        );
+    }
 }
 
 // ---------------------------------------------------------------- inbound webhooks
@@ -696,7 +753,9 @@ mod tests {
 /// `POST /hooks/jowi_club/{integration id}`: `X-Jowi-Signature` is the hex HMAC-SHA256 of the
 /// raw body with the integration's `webhook_secret` (checked in constant time); deliveries are
 /// deduplicated by the body's `id` (the hooks inbox). Balance and customer updates emit
-/// `customer.loyalty_updated` for our linked customer.
+/// `customer.loyalty_updated` for our linked customer; `customer.updated` also refreshes that
+/// customer's name and phone (the tenant's customer linked to the JOWi id), in the same
+/// transaction, emitting `customer.updated` when something changed.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JowiHooks;
 
@@ -764,12 +823,21 @@ impl savdo_integrations::HookHandler for JowiHooks {
             "event": hook.event,
             "balance": hook.balance,
             "delivery_id": hook.id,
+            "changed": [],
         });
-        if let Err(e) = ctx
-            .store
-            .emit_loyalty_event(tenant, "customer.loyalty_updated", data)
-            .await
-        {
+        let written = match (ours, hook.customer_update()) {
+            (Some(c), Some(update)) => ctx
+                .store
+                .refresh_loyalty_customer(tenant, c.id, &update, data)
+                .await
+                .map(|_| ()),
+            _ => {
+                ctx.store
+                    .emit_loyalty_event(tenant, "customer.loyalty_updated", data)
+                    .await
+            }
+        };
+        if let Err(e) = written {
             tracing::error!(error = %e, "jowi_club hook: storage");
             return HookReply::unavailable();
         }

@@ -5,12 +5,18 @@
 //! down earns its points when it is back, exactly once (the provider answers a repeated key
 //! with its first answer, so a lost answer is retried safely). Every call goes to the loyalty
 //! journal; `loyalty.accrued` / `loyalty.redeemed` / `loyalty.refunded` are emitted.
+//!
+//! A sale is accrued from its event: the receipt's `loyalty` record names JOWi's customer and
+//! the points spent at the till (with that commit's answer, so it is not sent again). The
+//! consumer's retry policy never gives up on JOWi being unavailable (backoff capped at
+//! [`MAX_BACKOFF`]); a refusal is dead-lettered with JOWi's reason.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use savdo_bus::consumer::{Consumer, HandleError};
+use savdo_bus::consumer::{Consumer, HandleError, RetryPolicy};
 use savdo_domain::event::CloudEvent;
 use savdo_hub::ConnectorError;
 use savdo_hub::connector::{CommitSale, LoyaltyLine, LoyaltyRefund};
@@ -25,6 +31,10 @@ use crate::jowi_club::KIND;
 pub const NAME: &str = "loyalty";
 /// A refund met a sale JOWi does not know yet (its accrual still waits): retry this often.
 const REFUND_WAITS_FOR_SALE: u32 = 20;
+/// The first retry of an unavailable JOWi comes after about this long, then doubles…
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// …up to this: once JOWi is back, a waiting accrual lands within this (± jitter).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 pub struct LoyaltyAccrual {
     store: Arc<dyn Storage>,
@@ -160,40 +170,92 @@ impl LoyaltyAccrual {
             .unwrap_or_default()
     }
 
+    /// Emit `loyalty.redeemed` (when points were spent) and `loyalty.accrued` for an accepted
+    /// commit, after recording it on the receipt.
+    async fn accepted_commit(
+        &self,
+        tenant: Uuid,
+        receipt_id: Uuid,
+        customer: Option<Uuid>,
+        external: &str,
+        result: Value,
+    ) -> Result<(), HandleError> {
+        let spent = result["spent"].as_i64().unwrap_or(0);
+        let mut ev = result;
+        ev["receipt_id"] = json!(receipt_id);
+        ev["customer_id"] = json!(customer);
+        ev["external_id"] = json!(external);
+        self.mark(tenant, receipt_id, &ev).await?;
+        let kinds: &[&str] = if spent > 0 {
+            &["loyalty.redeemed", "loyalty.accrued"]
+        } else {
+            &["loyalty.accrued"]
+        };
+        for kind in kinds {
+            self.store
+                .emit_loyalty_event(tenant, kind, ev.clone())
+                .await
+                .map_err(|e| HandleError::Retry(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     async fn accrue(&self, tenant: Uuid, data: &Value) -> Result<(), HandleError> {
         let receipt_id: Uuid = serde_json::from_value(data["id"].clone())
             .map_err(|_| HandleError::Permanent("receipt without id".into()))?;
         if self.done(tenant, "accrual", receipt_id).await? {
             return Ok(());
         }
-        let customer: Option<Uuid> = serde_json::from_value(data["customer_id"].clone()).ok();
-        let Some(external) = self.external_customer(tenant, customer).await? else {
+        // The receipt's loyalty record, written with it; receipts without one (or recorded
+        // before it existed) fall back to the customer's link.
+        let record = data["loyalty"].as_object();
+        if record
+            .and_then(|r| r.get("provider"))
+            .and_then(Value::as_str)
+            .is_some_and(|p| p != KIND)
+        {
+            return Ok(());
+        }
+        let field = |k: &str| {
+            record
+                .and_then(|r| r.get(k))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let customer: Option<Uuid> = serde_json::from_value(field("customer_id"))
+            .ok()
+            .or_else(|| serde_json::from_value(data["customer_id"].clone()).ok());
+        let external = match field("external_customer_id").as_str() {
+            Some(e) => Some(e.to_owned()),
+            None => self.external_customer(tenant, customer).await?,
+        };
+        let Some(external) = external else {
             return Ok(());
         };
         // Points were spent at the till: that commit (same receipt id) already earned the points.
-        if let Some(redeem) = self.accepted(tenant, "redeem", receipt_id).await? {
-            let result = redeem.result.clone();
+        let redeemed = match field("redeem") {
+            r @ Value::Object(_) => Some((
+                json!({"quote_id": field("quote_id"), "spend_points": field("points_spent")}),
+                r,
+            )),
+            _ => self
+                .accepted(tenant, "redeem", receipt_id)
+                .await?
+                .map(|e| (e.request, e.result)),
+        };
+        if let Some((request, result)) = redeemed {
             self.journal(
                 tenant,
                 "accrual",
                 receipt_id,
                 &external,
-                redeem.request,
+                request,
                 Ok(result.clone()),
             )
             .await;
-            let mut ev = result;
-            ev["receipt_id"] = json!(receipt_id);
-            ev["customer_id"] = json!(customer);
-            ev["external_id"] = json!(external);
-            self.mark(tenant, receipt_id, &ev).await?;
-            for kind in ["loyalty.redeemed", "loyalty.accrued"] {
-                self.store
-                    .emit_loyalty_event(tenant, kind, ev.clone())
-                    .await
-                    .map_err(|e| HandleError::Retry(e.to_string()))?;
-            }
-            return Ok(());
+            return self
+                .accepted_commit(tenant, receipt_id, customer, &external, result)
+                .await;
         }
         let connector = match self.resolver.for_tenant(tenant, KIND).await {
             Ok(Some(c)) => c,
@@ -203,12 +265,22 @@ impl LoyaltyAccrual {
         let Some(l) = connector.as_loyalty() else {
             return Ok(());
         };
-        let spend = data["loyalty"]["spend_points"].as_i64().unwrap_or(0);
+        let spend = field("points_spent").as_i64().unwrap_or(0);
+        // What was paid in money: the points' share is JOWi's, not earning.
+        let points_paid: i64 = data["payments"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p["method"] == "loyalty_points")
+                    .filter_map(|p| p["amount"].as_i64())
+                    .sum()
+            })
+            .unwrap_or(0);
         let req = CommitSale {
             receipt_id,
             customer_id: external.clone(),
             store_id: data["store_id"].as_str().unwrap_or("").to_owned(),
-            total: data["total"].as_i64().unwrap_or(0),
+            total: data["total"].as_i64().unwrap_or(0) - points_paid,
             spend_points: spend,
             lines: Self::lines(data),
         };
@@ -226,21 +298,8 @@ impl LoyaltyAccrual {
                     Ok(result.clone()),
                 )
                 .await;
-                let mut ev = result;
-                ev["receipt_id"] = json!(receipt_id);
-                ev["customer_id"] = json!(customer);
-                ev["external_id"] = json!(external);
-                let emit = |kind: &'static str, ev: Value| async move {
-                    self.store
-                        .emit_loyalty_event(tenant, kind, ev)
-                        .await
-                        .map_err(|e| HandleError::Retry(e.to_string()))
-                };
-                self.mark(tenant, receipt_id, &ev).await?;
-                if c.spent_points > 0 {
-                    emit("loyalty.redeemed", ev.clone()).await?;
-                }
-                emit("loyalty.accrued", ev).await
+                self.accepted_commit(tenant, receipt_id, customer, &external, result)
+                    .await
             }
             Err(e) => {
                 self.journal(tenant, "accrual", receipt_id, &external, request, Err(&e))
@@ -248,7 +307,9 @@ impl LoyaltyAccrual {
                 if e.is_retryable() {
                     Err(Self::retry(&e))
                 } else {
-                    Err(HandleError::Permanent(e.to_string()))
+                    Err(HandleError::Permanent(format!(
+                        "JOWi Club refused the accrual: {e}"
+                    )))
                 }
             }
         }
@@ -367,6 +428,12 @@ impl Consumer for LoyaltyAccrual {
 
     fn accepts(&self, event_type: &str) -> bool {
         matches!(event_type, "receipt.created" | "receipt.refunded")
+    }
+
+    /// Points must land: JOWi being unavailable is retried without end (capped backoff);
+    /// refusals are still dead-lettered.
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        Some(RetryPolicy::until_done(FIRST_BACKOFF, MAX_BACKOFF))
     }
 
     async fn handle(&self, event: &CloudEvent, attempt: u32) -> Result<(), HandleError> {

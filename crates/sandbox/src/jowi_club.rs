@@ -19,6 +19,9 @@
 //!   below zero when the earned points were already spent; the ledger keeps the truth.
 //! - `POST /club/v1/transactions/{id}/refund` takes either JOWi's `transaction_id` or our
 //!   receipt `id`.
+//! - Webhooks are `{id, event, customer_id, balance, time}`; a `customer.updated` one also
+//!   carries `customer` as the look-up answers it (name, phone, card, level…), so the merchant
+//!   refreshes its record without calling back.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -1015,6 +1018,13 @@ struct WebhookReq {
     id: Option<String>,
     #[serde(default)]
     bad_signature: bool,
+    /// The customer changed their name in the app first (any event; `customer.updated` is
+    /// the one that carries it).
+    #[serde(default)]
+    name: Option<String>,
+    /// The customer changed their phone in the app first.
+    #[serde(default)]
+    phone: Option<String>,
 }
 
 fn default_event() -> String {
@@ -1035,18 +1045,30 @@ async fn ctl_webhook(State(sim): State<Arc<JowiClub>>, body: Bytes) -> Response 
             "event must be balance.changed, points.accrued or customer.updated",
         );
     }
-    let balance = {
-        let inner = sim.lock();
-        match inner.customers.iter().find(|c| c.id == req.customer_id) {
-            Some(c) => c.balance,
+    let customer = {
+        let mut inner = sim.lock();
+        match inner.customers.iter_mut().find(|c| c.id == req.customer_id) {
+            Some(c) => {
+                if let Some(name) = req.name.filter(|n| !n.trim().is_empty()) {
+                    c.name = name;
+                }
+                if let Some(phone) = req.phone.filter(|p| !p.trim().is_empty()) {
+                    c.phone = Some(phone);
+                }
+                c.clone()
+            }
             None => return ctl_err(StatusCode::NOT_FOUND, "unknown customer_id"),
         }
     };
     let id = req
         .id
         .unwrap_or_else(|| format!("evt_{}", uuid::Uuid::now_v7().simple()));
-    let payload = json!({"id": id, "event": req.event, "customer_id": req.customer_id,
-                         "balance": balance, "time": chrono::Utc::now().to_rfc3339()});
+    let mut payload = json!({"id": id, "event": req.event, "customer_id": req.customer_id,
+                             "balance": customer.balance, "time": chrono::Utc::now().to_rfc3339()});
+    // [assumed] A profile change carries the customer as a look-up answers it.
+    if req.event == "customer.updated" {
+        payload["customer"] = customer.to_json();
+    }
     let raw = payload.to_string();
     let mut signature = webhook_signature(&req.secret, raw.as_bytes());
     if req.bad_signature {

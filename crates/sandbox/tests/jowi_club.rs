@@ -490,6 +490,42 @@ async fn webhooks_are_signed() {
     assert_eq!(body["customer_id"], id.as_str());
     assert_eq!(body["balance"], 1000);
     assert!(body["id"].is_string() && body["time"].is_string());
+    assert!(
+        body.get("customer").is_none(),
+        "only customer.updated carries the customer"
+    );
+
+    // The customer edits the profile in the app: customer.updated carries the new one.
+    let (s, v) = post_json(
+        &c,
+        format!("{base}/_control/jowi-club/webhook"),
+        json!({"url": hook, "secret": "whs", "event": "customer.updated", "customer_id": id,
+               "name": "Renamed", "phone": "998901112233"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], 204);
+    let body: Value = serde_json::from_str(v["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["event"], "customer.updated");
+    assert_eq!(body["customer"]["id"], id.as_str());
+    assert_eq!(body["customer"]["name"], "Renamed");
+    assert_eq!(body["customer"]["phone"], "998901112233");
+    let r: Value = c
+        .get(format!("{base}/_control/jowi-club/customers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let seeded = r["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(seeded["name"], "Renamed", "the simulator keeps the change");
 
     let (s, _) = post_json(
         &c,

@@ -52,13 +52,20 @@ pub struct JournalEntry {
     pub at: DateTime<Utc>,
 }
 
+/// What the provider says a customer now is; `None` leaves our field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderCustomer {
+    pub name: Option<String>,
+    /// Normalised (`+998…`).
+    pub phone: Option<String>,
+}
+
 #[async_trait]
 pub trait LoyaltyStore: Send + Sync {
     async fn put_loyalty_quote(&self, q: &StoredQuote) -> Result<()>;
     /// `None` when unknown to this tenant (expiry is the caller's to judge).
     async fn get_loyalty_quote(&self, tenant: Uuid, id: Uuid) -> Result<Option<StoredQuote>>;
     async fn append_loyalty_journal(&self, tenant: Uuid, e: &JournalEntry) -> Result<()>;
-    /// Newest first; only one receipt's calls when `receipt` is given.
     /// Our customer linked to the provider's customer `external_id` (`external_ids[kind]`).
     async fn customer_by_external_id(
         &self,
@@ -75,6 +82,18 @@ pub trait LoyaltyStore: Send + Sync {
     ) -> Result<crate::model::Receipt>;
     /// Write a loyalty event (`loyalty.*`, `customer.loyalty_updated`) into the outbox.
     async fn emit_loyalty_event(&self, tenant: Uuid, kind: &str, data: Value) -> Result<()>;
+    /// The provider says a customer changed: in one transaction, refresh our customer's name
+    /// and phone (only the given ones that differ; then `customer.updated` is written) and write
+    /// `event` as `customer.loyalty_updated` with `changed` (the fields refreshed) added.
+    /// Applying the same change again changes nothing and emits no `customer.updated`.
+    async fn refresh_loyalty_customer(
+        &self,
+        tenant: Uuid,
+        customer_id: Uuid,
+        update: &ProviderCustomer,
+        event: Value,
+    ) -> Result<(crate::model::Customer, Vec<&'static str>)>;
+    /// Newest first; only one receipt's calls when `receipt` is given.
     async fn list_loyalty_journal(
         &self,
         tenant: Uuid,

@@ -292,6 +292,10 @@ pub struct ReceiptInput {
     /// Fiscal data when the till fiscalized the receipt through its own gateway.
     pub fiscal: Option<Value>,
     pub note: Option<String>,
+    /// The receipt's loyalty record (customer, applied quote, points), stored with the receipt
+    /// in its transaction. Derived by the server, so the idempotency hash leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loyalty: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -500,7 +500,10 @@ pub type QuotedLine = (Uuid, i64, Option<i64>);
 
 /// Check the receipt against its quote (409 with the difference), and spend points with JOWi
 /// Club before the receipt is accepted (409 when it is unavailable: points cannot be spent
-/// offline; the sale can go through without spending them).
+/// offline; the sale can go through without spending them). For a retry of a receipt already
+/// `recorded`, the quote is applied as it was (expired or not) and nothing is spent again, so
+/// the retry answers with the stored receipt whatever JOWi's state.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply_to_receipt(
     st: &AppState,
     auth: &Auth,
@@ -509,6 +512,7 @@ pub async fn apply_to_receipt(
     l: &ReceiptLoyalty,
     lines: &[QuotedLine],
     points_paid: i64,
+    recorded: bool,
 ) -> ApiResult<Applied> {
     let tenant = auth.tenant();
     let conflict = |message: String| ApiError::Conflict {
@@ -520,7 +524,7 @@ pub async fn apply_to_receipt(
         .get_loyalty_quote(tenant, l.quote_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("loyalty quote".into()))?;
-    if q.expires_at < Utc::now() {
+    if !recorded && q.expires_at < Utc::now() {
         return Err(conflict(format!(
             "the loyalty quote expired at {}: ask for a new quote",
             q.expires_at.to_rfc3339()
@@ -580,7 +584,8 @@ pub async fn apply_to_receipt(
             ),
         ));
     }
-    if spend > 0 {
+    let mut redeem = Value::Null;
+    if spend > 0 && !recorded {
         let c = provider(st, tenant).await.map_err(|_| {
             conflict("Loyalty service unavailable: points cannot be spent offline; close the sale without spending points".into())
         })?;
@@ -613,8 +618,9 @@ pub async fn apply_to_receipt(
                 let result = json!({"transaction_id": done.transaction_id, "earned": done.earned_points,
                                     "spent": done.spent_points, "balance": done.balance_points});
                 st.store
-                    .append_loyalty_journal(tenant, &entry("ok", None, result))
+                    .append_loyalty_journal(tenant, &entry("ok", None, result.clone()))
                     .await?;
+                redeem = result;
             }
             Err(e) => {
                 let retryable = e.is_retryable();
@@ -635,14 +641,39 @@ pub async fn apply_to_receipt(
         }
     }
     let discount_total: i64 = discounts.iter().sum();
+    let mut record = json!({
+        "provider": KIND, "quote_id": q.id, "customer_id": q.customer_id,
+        "external_customer_id": q.external_customer_id, "discount_total": discount_total,
+        "points_spent": spend, "points_to_earn": q.points["to_earn"],
+        "point_value": point_value, "accrual": "pending",
+    });
+    // JOWi's answer to the commit that spent the points: the accrual is not sent again.
+    if !redeem.is_null() {
+        record["redeem"] = redeem;
+    }
     Ok(Applied {
-        record: json!({
-            "provider": KIND, "quote_id": q.id, "customer_id": q.customer_id,
-            "external_customer_id": q.external_customer_id, "discount_total": discount_total,
-            "points_spent": spend, "points_to_earn": q.points["to_earn"],
-            "accrual": "pending",
-        }),
+        record,
         customer_id: q.customer_id,
         discounts,
     })
+}
+
+/// The `loyalty` record of a sale for a customer linked to JOWi Club without a quote (JOWi was
+/// down at the till, or the till did not ask): the accrual consumer earns the points later.
+/// `None` for customers not linked (or unknown: the receipt's own check names the field).
+pub async fn record_for_customer(
+    st: &AppState,
+    tenant: Uuid,
+    customer_id: Uuid,
+) -> ApiResult<Option<Value>> {
+    let c = match st.store.get_customer(tenant, customer_id).await {
+        Ok(c) => c,
+        Err(savdo_storage::StorageError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(c.external_ids.get(KIND).and_then(Value::as_str).map(|ext| {
+        json!({"provider": KIND, "quote_id": null, "customer_id": c.id,
+               "external_customer_id": ext, "discount_total": 0, "points_spent": 0,
+               "accrual": "pending"})
+    }))
 }

@@ -165,6 +165,7 @@ fn to_input(r: ReceiptRequest) -> ApiResult<ReceiptInput> {
         sold_at: r.sold_at,
         fiscal: r.fiscal,
         note,
+        loyalty: None,
     })
 }
 
@@ -196,32 +197,35 @@ async fn submit(st: &AppState, auth: &Auth, r: ReceiptRequest) -> ApiResult<(Sta
             .filter(|p| p.method == PaymentMethod::LoyaltyPoints)
             .map(|p| p.amount)
             .sum();
-        let a =
-            super::loyalty::apply_to_receipt(st, auth, r.id, r.store_id, &l, &lines, paid).await?;
+        // A retry of a recorded receipt re-applies the quote without spending again.
+        let recorded = match st.store.get_receipt(auth.tenant(), r.id).await {
+            Ok(_) => true,
+            Err(savdo_storage::StorageError::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        let a = super::loyalty::apply_to_receipt(
+            st, auth, r.id, r.store_id, &l, &lines, paid, recorded,
+        )
+        .await?;
         for (line, d) in r.lines.iter_mut().zip(a.discounts) {
             line.discount = Some(line.discount.unwrap_or(0) + d);
         }
         r.customer_id = r.customer_id.or(a.customer_id);
         loyalty_record = Some(a.record);
+    } else if let (ReceiptType::Sale, Some(c)) = (r.kind, r.customer_id) {
+        loyalty_record = super::loyalty::record_for_customer(st, auth.tenant(), c).await?;
     }
-    let input = to_input(r)?;
+    let mut input = to_input(r)?;
     let hash = request_hash(&input);
+    // Stored with the receipt, in its transaction and its event; not part of the hash.
+    input.loyalty = loyalty_record;
     let precheck = super::marking::precheck(st, auth.tenant(), &input).await?;
     match st
         .store
         .submit_receipt_checked(&auth.0, &input, &hash, &precheck)
         .await?
     {
-        ReceiptOutcome::Created(r) => match loyalty_record {
-            Some(l) => {
-                let r = st
-                    .store
-                    .set_receipt_loyalty(auth.tenant(), r.id, &l)
-                    .await?;
-                Ok((StatusCode::CREATED, r))
-            }
-            None => Ok((StatusCode::CREATED, r)),
-        },
+        ReceiptOutcome::Created(r) => Ok((StatusCode::CREATED, r)),
         ReceiptOutcome::Replayed(r) => Ok((StatusCode::OK, r)),
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use savdo_api::AppState;
-use savdo_bus::consumer::{Consumer, HandleError};
+use savdo_bus::consumer::{Consumer, ConsumerRunner, HandleError, Outcome};
 use savdo_connectors::loyalty_accrual::LoyaltyAccrual;
-use savdo_domain::clock::SystemClock;
+use savdo_domain::clock::{Clock, ManualClock, SystemClock};
 use savdo_domain::event::CloudEvent;
 use savdo_hub::{HttpHub, NullSink, Registry};
 use savdo_sandbox::jowi_club::{DEMO_API_KEY, DEMO_API_SECRET};
@@ -46,9 +46,13 @@ impl Loyal {
     }
 }
 
-/// A second server on the same database with the outbound stack and the `jowi_club` connector,
-/// and a tenant integration pointing at a fresh sandbox.
 async fn loyal(srv: &Srv) -> Loyal {
+    loyal_on(srv, Arc::new(SystemClock)).await
+}
+
+/// A second server on the same database with the outbound stack (on `clock`: its circuit
+/// breakers) and the `jowi_club` connector, and a tenant integration pointing at a fresh sandbox.
+async fn loyal_on(srv: &Srv, clock: Arc<dyn Clock>) -> Loyal {
     let sandbox = savdo_sandbox::spawn("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -57,7 +61,7 @@ async fn loyal(srv: &Srv) -> Loyal {
     let vault = Arc::new(savdo_integrations::VaultHandle::new(
         savdo_hub::Vault::ephemeral().expect("vault"),
     ));
-    let hub = HttpHub::new(Arc::new(SystemClock), Arc::new(NullSink)).unwrap();
+    let hub = HttpHub::new(clock, Arc::new(NullSink)).unwrap();
     let registry = Arc::new(registry);
     let resolver = Arc::new(savdo_integrations::ConnectorResolver::new(
         srv.store.clone(),
@@ -273,6 +277,15 @@ async fn ledger(l: &Loyal) -> Vec<Value> {
     r["entries"].as_array().cloned().unwrap_or_default()
 }
 
+/// The event of `kind` about receipt `receipt`, as the event feed has it.
+async fn event_of(srv: &Srv, kind: &str, receipt: Uuid) -> Value {
+    events(srv, kind)
+        .await
+        .into_iter()
+        .find(|e| e["data"]["id"] == json!(receipt))
+        .unwrap_or_else(|| panic!("no {kind} for {receipt}"))
+}
+
 /// The consumer, handed the receipt's event the way the runner would.
 async fn deliver(
     c: &LoyaltyAccrual,
@@ -320,6 +333,14 @@ async fn accrual_once_after_outage_and_refunds(srv: Srv) {
         t.elapsed()
     );
     let id = uuid(&sale["id"]);
+    // No quote (JOWi was down): the receipt still says whose points are pending.
+    let created = event_of(s, "receipt.created", id).await;
+    let rec = &created["data"]["loyalty"];
+    assert_eq!(rec["provider"], "jowi_club", "{created}");
+    assert_eq!(rec["customer_id"], json!(ours));
+    assert_eq!(rec["external_customer_id"], "cus_api");
+    assert_eq!(rec["accrual"], "pending");
+    assert!(rec["quote_id"].is_null());
     let e = deliver(&consumer, s, "receipt.created", id)
         .await
         .unwrap_err();
@@ -436,9 +457,37 @@ async fn quote_receipt_and_spending(srv: Srv) {
     assert_eq!(lg[0]["spent"], 100);
     assert_eq!(lg[0]["earned"], 445);
 
+    // The loyalty record is part of the receipt: in its event and in GET, as answered.
+    let id = uuid(&body["id"]);
+    let created = event_of(s, "receipt.created", id).await;
+    let rec = &created["data"]["loyalty"];
+    assert_eq!(*rec, rc["loyalty"], "{created}");
+    assert_eq!(rec["quote_id"], qid);
+    assert_eq!(rec["external_customer_id"], "cus_api");
+    assert_eq!(rec["customer_id"], rc["customer_id"]);
+    assert_eq!(rec["points_spent"], 100);
+    assert_eq!(rec["point_value"], 100);
+    assert_eq!(rec["redeem"]["spent"], 100);
+    assert_eq!(rec["redeem"]["earned"], 445);
+    assert_eq!(rec["redeem"]["transaction_id"], lg[0]["transaction_id"]);
+    let got = s.get(&format!("/api/v1/receipts/{id}")).await;
+    assert_eq!(got.ok(200)["loyalty"], rc["loyalty"]);
+
+    // A retry of the recorded receipt while JOWi is down: the first answer, nothing spent again.
+    l.control("faults", json!({"down": true})).await;
+    let again = s.post("/api/v1/receipts", body.clone()).await;
+    let again = again.ok(200);
+    assert_eq!(again["number"], rc["number"]);
+    assert_eq!(again["loyalty"], rc["loyalty"]);
+    l.control("faults", json!({"down": false})).await;
+    assert_eq!(ledger(&l).await.len(), 1);
+    // The same id with other content is still a conflict.
+    let mut other = body.clone();
+    other["note"] = json!("changed");
+    s.post("/api/v1/receipts", other).await.problem(409, None);
+
     // The accrual consumer finds the commit done: no second call, events emitted.
     let consumer = LoyaltyAccrual::new(srv.store.clone(), l.resolver.clone());
-    let id = uuid(&body["id"]);
     deliver(&consumer, s, "receipt.created", id).await.unwrap();
     deliver(&consumer, s, "receipt.created", id).await.unwrap();
     assert_eq!(ledger(&l).await.len(), 1);
@@ -448,6 +497,267 @@ async fn quote_receipt_and_spending(srv: Srv) {
     let got = got.ok(200);
     assert_eq!(got["loyalty"]["accrual"], "accrued");
     assert_eq!(got["loyalty"]["points_earned"], 445);
+
+    // A quoted sale without spending: the discount and the customer come from the event's
+    // record, the accrual is sent by the consumer (once), on what was paid.
+    let q = s.post("/api/v1/loyalty/quote", quote(0)).await;
+    let qid = q.ok(200)["quote"]["id"].clone();
+    let mut body = receipt(2, 0, 9_000_00);
+    body["loyalty"]["quote_id"] = qid.clone();
+    let r = s.post("/api/v1/receipts", body.clone()).await;
+    let rc = r.ok(201);
+    assert_eq!(rc["discount_total"], 1_000_00);
+    assert_eq!(rc["loyalty"]["points_spent"], 0);
+    assert!(rc["loyalty"].get("redeem").is_none());
+    let id = uuid(&body["id"]);
+    let created = event_of(s, "receipt.created", id).await;
+    assert_eq!(created["data"]["loyalty"]["quote_id"], qid);
+    assert_eq!(created["data"]["loyalty"]["accrual"], "pending");
+    assert_eq!(ledger(&l).await.len(), 1, "nothing sent at the till");
+    deliver(&consumer, s, "receipt.created", id).await.unwrap();
+    deliver(&consumer, s, "receipt.created", id).await.unwrap();
+    let lg = ledger(&l).await;
+    assert_eq!(lg.len(), 2, "{lg:?}");
+    assert_eq!(lg[1]["id"], json!(id));
+    assert_eq!(
+        (lg[1]["spent"].clone(), lg[1]["earned"].clone()),
+        (json!(0), json!(450))
+    );
+    let got = s.get(&format!("/api/v1/receipts/{id}")).await;
+    let got = got.ok(200);
+    assert_eq!(got["loyalty"]["accrual"], "accrued");
+    assert_eq!(
+        got["loyalty"]["quote_id"], qid,
+        "the record is kept, the outcome added"
+    );
+    assert_eq!(events(s, "loyalty.accrued").await.len(), 2);
+    assert_eq!(events(s, "loyalty.redeemed").await.len(), 1);
+}
+
+/// JOWi down for far more attempts than the framework's default gives (12): the `loyalty`
+/// consumer's own policy keeps the accrual waiting (capped backoff, on the test clock), and it
+/// lands exactly once when JOWi is back. A refusal is still dead-lettered with its reason.
+async fn accrual_retried_until_jowi_accepts(srv: Srv) {
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-03-01T09:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let clock = Arc::new(ManualClock::new(t0));
+    let l = loyal_on(&srv, clock.clone()).await;
+    let s = &l.srv;
+    let r = s.get("/api/v1/loyalty/customers?code=424242").await;
+    let ours = uuid(&r.ok(200)["customer"]["id"]);
+    let (store, term) = s.shop().await;
+    let p = s.create_product("LOY-3", 5_000_00).await;
+    s.supply(store, p, json!(10)).await;
+    let consumer = LoyaltyAccrual::new(srv.store.clone(), l.resolver.clone());
+    let runner = ConsumerRunner::new(srv.store.clone(), clock.clone());
+    let default_max = runner.policy.max_attempts;
+
+    l.control("faults", json!({"down": true})).await;
+    let mut sale = crate::common::sale(store, term, &[(p, json!(2), 5_000_00)]);
+    sale["customer_id"] = json!(ours);
+    s.post("/api/v1/receipts", sale.clone()).await.ok(201);
+    let id = uuid(&sale["id"]);
+    let ev_id = uuid(&event_of(s, "receipt.created", id).await["id"]);
+    let ev = srv
+        .store
+        .published_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.id == ev_id)
+        .expect("published");
+    let inbox = || async {
+        srv.store
+            .inbox_entries(savdo_connectors::loyalty_accrual::NAME, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.event_id == ev_id)
+            .expect("inbox entry")
+    };
+    assert_eq!(
+        runner.process(&consumer, &ev).await.unwrap(),
+        Outcome::Retrying
+    );
+    let attempts = default_max + 8;
+    let cap = chrono::Duration::from_std(savdo_connectors::loyalty_accrual::MAX_BACKOFF).unwrap();
+    let mut now = t0;
+    for attempt in 1..attempts {
+        let e = inbox().await;
+        assert_eq!((e.status.as_str(), e.attempts), ("retry", attempt), "{e:?}");
+        let at = e.next_attempt_at.expect("never dead-lettered");
+        assert!(at - now <= cap + cap / 4, "attempt {attempt}: {}", at - now);
+        clock.set(at);
+        now = at;
+        assert_eq!(runner.retry_due(&consumer).await.unwrap(), 1);
+    }
+    let e = inbox().await;
+    assert_eq!((e.status.as_str(), e.attempts), ("retry", attempts));
+    assert!(attempts > default_max);
+    assert!(ledger(&l).await.is_empty());
+    let at = e.next_attempt_at.unwrap();
+    assert!(at - now <= cap + cap / 4, "capped: {}", at - now);
+    assert!(at - now >= cap * 3 / 4, "the backoff reached its cap");
+
+    // Back: the next due attempt lands the accrual; nothing applies it twice.
+    l.control("faults", json!({"down": false})).await;
+    clock.set(at);
+    assert_eq!(runner.retry_due(&consumer).await.unwrap(), 1);
+    let e = inbox().await;
+    assert_eq!(
+        (e.status.as_str(), e.attempts),
+        ("done", attempts + 1),
+        "{e:?}"
+    );
+    clock.advance(chrono::Duration::days(1));
+    assert_eq!(runner.retry_due(&consumer).await.unwrap(), 0);
+    assert_eq!(
+        runner.process(&consumer, &ev).await.unwrap(),
+        Outcome::Skipped
+    );
+    let lg = ledger(&l).await;
+    assert_eq!(lg.len(), 1, "one credit: {lg:?}");
+    assert_eq!(lg[0]["id"], json!(id));
+    assert_eq!(lg[0]["earned"], 450);
+    assert_eq!(events(s, "loyalty.accrued").await.len(), 1);
+    let got = s.get(&format!("/api/v1/receipts/{id}")).await;
+    assert_eq!(got.ok(200)["loyalty"]["accrual"], "accrued");
+
+    // JOWi refuses (it knows no such customer): dead-lettered at once, with JOWi's reason.
+    let r = s
+        .post(
+            "/api/v1/customers",
+            json!({"name": "Gone", "external_ids": {"jowi_club": "cus_gone"}}),
+        )
+        .await;
+    let gone = uuid(&r.ok(201)["id"]);
+    let mut sale = crate::common::sale(store, term, &[(p, json!(1), 5_000_00)]);
+    sale["customer_id"] = json!(gone);
+    s.post("/api/v1/receipts", sale.clone()).await.ok(201);
+    let ev_id = uuid(&event_of(s, "receipt.created", uuid(&sale["id"])).await["id"]);
+    let ev = srv
+        .store
+        .published_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.id == ev_id)
+        .expect("published");
+    assert_eq!(runner.process(&consumer, &ev).await.unwrap(), Outcome::Dead);
+    let dead = srv
+        .store
+        .inbox_entries(savdo_connectors::loyalty_accrual::NAME, Some("dead"), 100)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].event_id, ev_id);
+    let why = dead[0].last_error.clone().unwrap_or_default();
+    assert!(why.contains("refused") && why.contains("404"), "{why}");
+    assert_eq!(ledger(&l).await.len(), 1);
+}
+
+/// JOWi's `customer.updated` refreshes the name and phone of the tenant's customer linked to
+/// that JOWi id (and only of that tenant's), once per delivery, with `customer.updated`
+/// emitted only when something changed.
+async fn customer_updated_hook_refreshes_our_customer(srv: Srv) {
+    let l = loyal(&srv).await;
+    let s = &l.srv;
+    let r = s.get("/api/v1/loyalty/customers?code=424242").await;
+    let ours = uuid(&r.ok(200)["customer"]["id"]);
+    let before = s.get(&format!("/api/v1/customers/{ours}")).await;
+    let before = before.ok(200).clone();
+    assert_eq!(before["name"], "Dilnoza");
+    assert_eq!(before["phone"], "+998935550011");
+    // Another tenant's customer carries the same JOWi id: not ours to touch.
+    let (_, tok_b) = s.new_tenant("B").await;
+    let b = s.with_token(&tok_b);
+    let r = b
+        .post(
+            "/api/v1/customers",
+            json!({"name": "B's Dilnoza", "phone": "+998935550011",
+                   "external_ids": {"jowi_club": "cus_api"}}),
+        )
+        .await;
+    let theirs = uuid(&r.ok(201)["id"]);
+    let updates_before = events(s, "customer.updated").await.len();
+
+    let url = format!("{}/hooks/jowi_club/{}", s.base, l.integration);
+    let send = |body: Value| {
+        let mut body = body;
+        body["url"] = json!(url);
+        body["secret"] = json!("whsec_api_test");
+        body["customer_id"] = json!("cus_api");
+        body["event"] = json!("customer.updated");
+        let client = s.client.clone();
+        let ctl = format!("{}/_control/jowi-club/webhook", l.sandbox.url());
+        async move {
+            let r = client.post(ctl).json(&body).send().await.unwrap();
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let ok = send(json!({"id": "evt_cu_1", "name": "Dilnoza Karimova",
+                         "phone": "998935550099"}))
+    .await;
+    assert_eq!(ok["status"], 200, "{ok}");
+    let got = s.get(&format!("/api/v1/customers/{ours}")).await;
+    let got = got.ok(200).clone();
+    assert_eq!(got["name"], "Dilnoza Karimova");
+    assert_eq!(got["phone"], "+998935550099");
+    assert_eq!(got["external_ids"], before["external_ids"]);
+    assert_eq!(got["loyalty_card"], before["loyalty_card"]);
+    let updated = events(s, "customer.updated").await;
+    assert_eq!(updated.len(), updates_before + 1, "{updated:?}");
+    let last = &updated[updated.len() - 1]["data"];
+    assert_eq!(last["id"], json!(ours));
+    assert_eq!(last["name"], "Dilnoza Karimova");
+    let lu = events(s, "customer.loyalty_updated").await;
+    assert_eq!(lu.len(), 1);
+    assert_eq!(lu[0]["data"]["event"], "customer.updated");
+    assert_eq!(lu[0]["data"]["changed"], json!(["name", "phone"]));
+
+    // The same delivery again: answered, nothing applied twice.
+    let again = send(json!({"id": "evt_cu_1"})).await;
+    assert_eq!(again["status"], 200, "{again}");
+    assert_eq!(
+        events(s, "customer.updated").await.len(),
+        updates_before + 1
+    );
+    assert_eq!(events(s, "customer.loyalty_updated").await.len(), 1);
+
+    // A new delivery with nothing new: the loyalty event, no customer.updated.
+    let same = send(json!({"id": "evt_cu_2"})).await;
+    assert_eq!(same["status"], 200, "{same}");
+    assert_eq!(
+        events(s, "customer.updated").await.len(),
+        updates_before + 1
+    );
+    let lu = events(s, "customer.loyalty_updated").await;
+    assert_eq!(lu.len(), 2);
+    assert_eq!(lu[1]["data"]["changed"], json!([]));
+
+    // A phone we cannot read is left out; the name still follows.
+    let odd = send(json!({"id": "evt_cu_3", "name": "D. Karimova", "phone": "12"})).await;
+    assert_eq!(odd["status"], 200, "{odd}");
+    let got = s.get(&format!("/api/v1/customers/{ours}")).await;
+    let got = got.ok(200).clone();
+    assert_eq!(got["name"], "D. Karimova");
+    assert_eq!(got["phone"], "+998935550099");
+
+    // Tenant B's customer is untouched, and B saw no events of it.
+    let t = b.get(&format!("/api/v1/customers/{theirs}")).await;
+    let t = t.ok(200);
+    assert_eq!(t["name"], "B's Dilnoza");
+    assert_eq!(t["phone"], "+998935550011");
+    let r = b.get("/api/v1/events?types=customer.loyalty_updated").await;
+    let body = r.ok(200).clone();
+    let items = body
+        .get("items")
+        .or(Some(&body))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    assert!(items.is_empty(), "{items:?}");
 }
 
 backend_tests!(
@@ -455,4 +765,6 @@ backend_tests!(
     lookup_quote_and_outage,
     webhooks_signed_and_deduplicated,
     accrual_once_after_outage_and_refunds,
+    accrual_retried_until_jowi_accepts,
+    customer_updated_hook_refreshes_our_customer,
 );

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use savdo_bus::consumer::Outcome;
+use savdo_bus::consumer::{Consumer, HandleError, Outcome};
 use savdo_bus::{Bus, ConsumerRunner, RetryPolicy, relay};
 use savdo_domain::clock::ManualClock;
+use savdo_domain::event::CloudEvent;
 use savdo_storage::{InboxEntry, OutboxEvent, Storage};
 
 use crate::backend_tests;
@@ -299,4 +300,91 @@ async fn two_workers_retrying_the_same_due_event_apply_it_once(db: &Db) {
     }
     let ids: Vec<_> = s.events.iter().map(|e| e.id).collect();
     c.assert_applied_once(&ids);
+}
+
+/// A consumer with its own retry policy around a [`Recorder`].
+struct OwnPolicy {
+    inner: Arc<Recorder>,
+    policy: RetryPolicy,
+}
+
+#[async_trait::async_trait]
+impl Consumer for OwnPolicy {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn accepts(&self, event_type: &str) -> bool {
+        self.inner.accepts(event_type)
+    }
+    async fn handle(&self, event: &CloudEvent, attempt: u32) -> Result<(), HandleError> {
+        self.inner.handle(event, attempt).await
+    }
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        Some(self.policy.clone())
+    }
+}
+
+backend_tests!(a_consumer_policy_retrying_until_done_never_dead_letters);
+
+/// The runner gives up after 4 attempts; a consumer whose effect must land keeps retrying
+/// retryable failures long past that, its delays capped, and applies the event once.
+async fn a_consumer_policy_retrying_until_done_never_dead_letters(db: &Db) {
+    let s = setup(db, 1).await;
+    let ev = &s.events[0];
+    let own = RetryPolicy::until_done(Duration::from_secs(10), Duration::from_secs(60));
+    let c = OwnPolicy {
+        inner: Recorder::new("must_land", Behaviour::FailTimes(40)),
+        policy: own.clone(),
+    };
+    assert!(40 > s.runner.policy.max_attempts);
+    assert_eq!(s.runner.process(&c, ev).await.unwrap(), Outcome::Retrying);
+    let mut prev = s.t0;
+    for attempt in 1..=40u32 {
+        let e = entry(&s.store, "must_land", ev).await;
+        assert_eq!((e.status.as_str(), e.attempts), ("retry", attempt));
+        let at = e.next_attempt_at.expect("never dead-lettered");
+        let (lo, hi) = bounds(&own, attempt);
+        assert!(
+            at >= prev + lo && at <= prev + hi,
+            "attempt {attempt}: next in {}, expected within [{lo}, {hi}]",
+            at - prev
+        );
+        assert!(at - prev <= chrono::Duration::seconds(75), "capped");
+        s.clock.set(at);
+        prev = at;
+        assert_eq!(s.runner.retry_due(&c).await.unwrap(), 1);
+    }
+    let e = entry(&s.store, "must_land", ev).await;
+    assert_eq!((e.status.as_str(), e.attempts), ("done", 41));
+    assert_eq!(*c.inner.applied.lock().unwrap(), [(ev.id, 41)]);
+    s.clock.advance(chrono::Duration::days(1));
+    assert_eq!(s.runner.retry_due(&c).await.unwrap(), 0);
+    assert_eq!(s.runner.process(&c, ev).await.unwrap(), Outcome::Skipped);
+    assert_eq!(c.inner.calls_for(ev.id).len(), 41);
+}
+
+backend_tests!(a_consumer_policy_retrying_until_done_still_dead_letters_refusals);
+
+async fn a_consumer_policy_retrying_until_done_still_dead_letters_refusals(db: &Db) {
+    let s = setup(db, 1).await;
+    let ev = &s.events[0];
+    let c = OwnPolicy {
+        inner: Recorder::new("refused", Behaviour::Permanent),
+        policy: RetryPolicy::until_done(Duration::from_secs(10), Duration::from_secs(60)),
+    };
+    assert_eq!(s.runner.process(&c, ev).await.unwrap(), Outcome::Dead);
+    let e = entry(&s.store, "refused", ev).await;
+    assert_eq!((e.status.as_str(), e.attempts), ("dead", 1));
+    assert_eq!(e.last_error.as_deref(), Some("invalid for us"));
+}
+
+#[test]
+fn the_default_consumer_policy_is_the_runners() {
+    let c = Recorder::new("plain", Behaviour::Succeed);
+    assert!(c.retry_policy().is_none());
+    let p = RetryPolicy::until_done(Duration::from_secs(2), Duration::from_secs(600));
+    assert!(!p.gives_up_after(1_000_000));
+    assert!(p.delay(1_000_000) <= Duration::from_secs(750));
+    assert!(RetryPolicy::default().gives_up_after(12));
+    assert!(!RetryPolicy::default().gives_up_after(11));
 }

@@ -1,6 +1,6 @@
 // Loyalty quotes and journal, shared by both backends (included after shared.rs).
 
-use crate::loyalty::{JournalEntry, LoyaltyStore, StoredQuote};
+use crate::loyalty::{JournalEntry, LoyaltyStore, ProviderCustomer, StoredQuote};
 
 fn json_text(v: &Value) -> String {
     v.to_string()
@@ -146,6 +146,57 @@ impl LoyaltyStore for Backend {
         emit(&mut tx, tenant, kind, data).await?;
         self.commit(tx).await?;
         Ok(())
+    }
+
+    async fn refresh_loyalty_customer(
+        &self,
+        tenant: Uuid,
+        customer_id: Uuid,
+        update: &ProviderCustomer,
+        mut event: Value,
+    ) -> Result<(Customer, Vec<&'static str>)> {
+        let mut tx = self.begin().await?;
+        let lock = if DIALECT == Dialect::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let sql =
+            format!("SELECT {CUSTOMER_COLS} FROM customers WHERE tenant_id = $1 AND id = $2{lock}");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(customer_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut customer = customer_from_row(&row.ok_or(StorageError::NotFound("customer"))?)?;
+        let name = update.name.as_deref().filter(|n| *n != customer.name);
+        let phone = update
+            .phone
+            .as_deref()
+            .filter(|p| customer.phone.as_deref() != Some(*p));
+        let mut changed = Vec::new();
+        if name.is_some() {
+            changed.push("name");
+        }
+        if phone.is_some() {
+            changed.push("phone");
+        }
+        if !changed.is_empty() {
+            let f = CustomerFields {
+                name: name.map_or_else(|| customer.name.clone(), str::to_owned),
+                phone: phone.map(str::to_owned).or_else(|| customer.phone.clone()),
+                loyalty_card: customer.loyalty_card.clone(),
+                external_ids: customer.external_ids.clone(),
+            };
+            customer =
+                write_customer(&mut tx, &Actor::system(tenant), customer_id, &f, false).await?;
+        }
+        if let Some(o) = event.as_object_mut() {
+            o.insert("changed".to_owned(), json!(changed));
+        }
+        emit(&mut tx, tenant, "customer.loyalty_updated", event).await?;
+        self.commit(tx).await?;
+        Ok((customer, changed))
     }
 
     async fn list_loyalty_journal(

@@ -247,6 +247,7 @@ pub fn sale(shop: &Shop, product_id: Uuid, units: i64, price: i64, paid: i64) ->
         sold_at: None,
         fiscal: None,
         note: None,
+        loyalty: None,
     }
 }
 
