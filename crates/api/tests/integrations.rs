@@ -203,6 +203,8 @@ fn registry() -> Registry {
 /// `x-signature: hex(HMAC-SHA256(hook_secret, body))`, delivery id = the body's `id`.
 struct EchoHooks {
     applied: Arc<AtomicUsize>,
+    /// Passing failures answered so far to deliveries that ask for them (`fail_times`).
+    failed: AtomicUsize,
 }
 
 #[async_trait]
@@ -240,7 +242,13 @@ impl HookHandler for EchoHooks {
         HookReply::json(status, &json!({ "echo_error": code }))
     }
 
-    async fn handle(&self, ctx: &HookContext<'_>, _body: &[u8]) -> HookReply {
+    async fn handle(&self, ctx: &HookContext<'_>, body: &[u8]) -> HookReply {
+        let v: Value = serde_json::from_slice(body).unwrap_or_default();
+        let fail_times = v["fail_times"].as_u64().unwrap_or(0) as usize;
+        if self.failed.load(Ordering::SeqCst) < fail_times {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return HookReply::unavailable();
+        }
         let n = self.applied.fetch_add(1, Ordering::SeqCst) + 1;
         HookReply::json(
             200,
@@ -384,6 +392,7 @@ async fn start(backend: Backend) -> Option<Env> {
         KIND,
         Arc::new(EchoHooks {
             applied: applied.clone(),
+            failed: AtomicUsize::new(0),
         }),
     );
     let seen = Arc::new(Mutex::new(HashMap::new()));
@@ -1237,6 +1246,21 @@ async fn hooks_verified_and_applied_once(env: Env) -> Env {
     );
     assert_eq!(env.applied.load(Ordering::SeqCst), 2);
 
+    // A passing failure of ours is not remembered: the provider's retry is handled afresh,
+    // applied once, and only then replayed.
+    let body_t = json!({"id": "dlv-t", "fail_times": 2}).to_string();
+    let st = sig(hook_secret, &body_t);
+    for _ in 0..2 {
+        let r = env.hook(&path, &body_t, Some(&st)).await;
+        assert_eq!(r.status, 503, "{}", r.text);
+    }
+    let ok = env.hook(&path, &body_t, Some(&st)).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.body["applied"], 3);
+    let again = env.hook(&path, &body_t, Some(&st)).await;
+    assert_eq!(again.text, ok.text);
+    assert_eq!(env.applied.load(Ordering::SeqCst), 3);
+
     // Unknown, mismatched or disabled: the same neutral 404.
     let neutral = json!({"error": "not_found"});
     for p in [
@@ -1263,7 +1287,7 @@ async fn hooks_verified_and_applied_once(env: Env) -> Env {
         .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body, neutral);
-    assert_eq!(env.applied.load(Ordering::SeqCst), 2);
+    assert_eq!(env.applied.load(Ordering::SeqCst), 3);
     assert!(!logged().contains(hook_secret));
     env
 }

@@ -22,6 +22,9 @@ use serde_json::{Value, json};
 use sha1::Sha1;
 use uuid::Uuid;
 
+mod connector;
+pub use connector::{ClickConnector, register};
+
 pub const KIND: &str = "click";
 pub const PAY_URL: &str = "https://my.click.uz/services/pay";
 
@@ -204,7 +207,7 @@ impl HookHandler for ClickHooks {
             Ok((code, extra)) => reply(&f, code, extra),
             Err(e) => {
                 tracing::error!(error = %e, "click: storage error");
-                reply(&f, ERR_UPDATE, json!({}))
+                reply(&f, ERR_UPDATE, json!({})).transient()
             }
         }
     }

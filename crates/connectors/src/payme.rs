@@ -24,6 +24,9 @@ use savdo_storage::payments::{PaymeTx, Payment};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+mod connector;
+pub use connector::{PaymeConnector, UNSUPPORTED, register};
+
 pub const KIND: &str = "payme";
 /// 12 hours after Payme's `time`.
 pub const TIMEOUT_MS: i64 = 43_200_000;
@@ -121,10 +124,14 @@ fn result(id: &Value, r: Value) -> Value {
 
 // ------------------------------------------------------------------------------ checkout
 
+/// The parameters of a checkout link before encoding: `m=<merchant>;ac.order_id=<order>;a=<tiyin>`.
+pub fn checkout_params(merchant_id: &str, order_id: &str, amount: i64) -> String {
+    format!("m={merchant_id};ac.order_id={order_id};a={amount}")
+}
+
 /// The base64 part of a checkout link: `m=<merchant>;ac.order_id=<order>;a=<tiyin>`.
 pub fn checkout_path(merchant_id: &str, order_id: &str, amount: i64) -> String {
-    base64::engine::general_purpose::STANDARD
-        .encode(format!("m={merchant_id};ac.order_id={order_id};a={amount}"))
+    base64::engine::general_purpose::STANDARD.encode(checkout_params(merchant_id, order_id, amount))
 }
 
 /// The checkout host of an integration: the `checkout_host` setting, or the test host in test
@@ -272,11 +279,14 @@ impl HookHandler for PaymeHooks {
             return HookReply::json(200, &error(&Value::Null, ERR_PARSE, None));
         };
         let id = v.get("id").cloned().unwrap_or(Value::Null);
-        let answer = match dispatch(self, ctx, &v).await {
-            Ok(r) => result(&id, r),
-            Err(Fail(code, data)) => error(&id, code, data),
-        };
-        HookReply::json(200, &answer)
+        match dispatch(self, ctx, &v).await {
+            Ok(r) => HookReply::json(200, &result(&id, r)),
+            // A system error is ours and passing: Payme's retry must be handled again.
+            Err(Fail(ERR_SYSTEM, data)) => {
+                HookReply::json(200, &error(&id, ERR_SYSTEM, data)).transient()
+            }
+            Err(Fail(code, data)) => HookReply::json(200, &error(&id, code, data)),
+        }
     }
 
     fn kept_headers(&self) -> &'static [&'static str] {

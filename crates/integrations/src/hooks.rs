@@ -46,6 +46,10 @@ pub struct HookReply {
     pub status: u16,
     pub content_type: String,
     pub body: String,
+    /// The answer reports a passing failure of ours (storage, a timeout): not stored, so the
+    /// provider's retry of the delivery is handled afresh.
+    #[serde(skip, default)]
+    pub transient: bool,
 }
 
 impl HookReply {
@@ -54,7 +58,14 @@ impl HookReply {
             status,
             content_type: "application/json".to_owned(),
             body: body.to_string(),
+            transient: false,
         }
+    }
+
+    /// Mark the answer as a passing failure of ours (see [`HookReply::transient`]).
+    pub fn transient(mut self) -> Self {
+        self.transient = true;
+        self
     }
 
     /// The same for every unknown, mismatched or disabled integration: says nothing about which.
@@ -63,7 +74,7 @@ impl HookReply {
     }
 
     pub fn unavailable() -> Self {
-        HookReply::json(503, &json!({ "error": "unavailable" }))
+        HookReply::json(503, &json!({ "error": "unavailable" })).transient()
     }
 }
 
@@ -242,8 +253,15 @@ pub async fn receive(
         now,
     };
     let reply = handler.handle(&ctx, body).await;
-    let stored = serde_json::to_value(&reply).unwrap_or(Value::Null);
-    if let Err(e) = store.finish_hook(inbox_id, &stored).await {
+    // A passing failure (our storage, a timeout): the provider will retry, and that retry must
+    // be handled afresh, not answered with the stored failure.
+    let outcome = if reply.transient || reply.status >= 500 {
+        store.release_hook(inbox_id).await
+    } else {
+        let stored = serde_json::to_value(&reply).unwrap_or(Value::Null);
+        store.finish_hook(inbox_id, &stored).await
+    };
+    if let Err(e) = outcome {
         tracing::error!(error = %e, "inbound hook: could not store the result");
     }
     reply

@@ -306,6 +306,9 @@ pub trait IntegrationStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<bool>;
     async fn finish_hook(&self, id: Uuid, result: &Value) -> Result<()>;
+    /// Give a delivery back unhandled (its handler failed for a passing reason), so the
+    /// provider's next retry of it is handled again at once instead of replayed.
+    async fn release_hook(&self, id: Uuid) -> Result<()>;
     /// Deliveries of an integration, newest first (tests and support).
     async fn list_hooks(
         &self,

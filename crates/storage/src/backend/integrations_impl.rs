@@ -629,6 +629,14 @@ impl crate::integrations::IntegrationStore for Backend {
         Ok(r.rows_affected() == 1)
     }
 
+    async fn release_hook(&self, id: Uuid) -> Result<()> {
+        sqlx::query("UPDATE hook_inbox SET updated_at = 0 WHERE id = $1 AND status = 'received'")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     async fn finish_hook(&self, id: Uuid, result: &Value) -> Result<()> {
         sqlx::query(
             "UPDATE hook_inbox SET status = 'handled', result = $2, updated_at = $3 WHERE id = $1",
