@@ -19,6 +19,7 @@ struct T {
     http: reqwest::Client,
     store: Arc<dyn Storage>,
     clock: Arc<ManualClock>,
+    vault: Arc<savdo_integrations::VaultHandle>,
     _dir: tempfile::TempDir,
 }
 
@@ -54,12 +55,10 @@ async fn start(allow_private: bool) -> T {
     let clock = Arc::new(ManualClock::new(
         DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap(),
     ));
-    let mut state = AppState::new(
-        store.clone(),
-        std::sync::Arc::new(savdo_integrations::VaultHandle::new(
-            savdo_hub::Vault::ephemeral().unwrap(),
-        )),
-    );
+    let vault = Arc::new(savdo_integrations::VaultHandle::new(
+        savdo_hub::Vault::ephemeral().unwrap(),
+    ));
+    let mut state = AppState::new(store.clone(), vault.clone());
     state.clock = clock.clone();
     state.webhooks_allow_private = allow_private;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -70,6 +69,7 @@ async fn start(allow_private: bool) -> T {
         http: reqwest::Client::new(),
         store,
         clock,
+        vault,
         _dir: dir,
     }
 }
@@ -103,6 +103,7 @@ impl T {
                 ..Default::default()
             },
         )
+        .with_vault(self.vault.clone())
     }
 }
 
@@ -313,6 +314,14 @@ async fn test_endpoint_rotation_and_retry() {
     assert_eq!(s, 200, "{r}");
     let new = r["secret"].as_str().unwrap().to_string();
     assert!(new.starts_with("whsec_") && new != old);
+    // Both secrets are sealed at rest: neither is in the database file or its WAL.
+    let mut file = std::fs::read(t._dir.path().join("savdo.db")).unwrap();
+    file.extend(std::fs::read(t._dir.path().join("savdo.db-wal")).unwrap_or_default());
+    for s in [&old, &new, &"whsec_".to_string()] {
+        let b = s.trim_start_matches("whsec_");
+        let b = if b.is_empty() { "whsec_" } else { b };
+        assert!(!file.windows(b.len()).any(|w| w == b.as_bytes()), "{b:.8}");
+    }
 
     let (s, d) = t
         .call(&owner, M::POST, &format!("/webhooks/{id}/test"), None)

@@ -124,4 +124,23 @@ impl VaultHandle {
             other => other,
         }
     }
+
+    /// Seal a short text secret under `aad` (the caller's binding to its owner, distinct from
+    /// integrations': e.g. a webhook's signing secret).
+    pub fn seal_text(&self, aad: &[u8], text: &str) -> Result<String, VaultError> {
+        self.refresh();
+        self.current().encrypt_bytes(text.as_bytes(), aad)
+    }
+
+    /// Open a text sealed by [`seal_text`](Self::seal_text); an unknown key id reloads the
+    /// keyring once.
+    pub fn open_text(&self, aad: &[u8], sealed: &str) -> Result<savdo_hub::Secret, VaultError> {
+        match self.current().decrypt(sealed, aad) {
+            Err(VaultError::UnknownKey(_)) if self.data_dir.is_some() => {
+                self.reload()?;
+                self.current().decrypt(sealed, aad)
+            }
+            other => other,
+        }
+    }
 }

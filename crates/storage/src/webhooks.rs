@@ -1,9 +1,10 @@
 //! What outbound webhooks need from storage (subscriptions and deliveries).
 //!
-//! The signing secret is a credential. There is no credential vault yet, so it is stored as
-//! issued; it is never part of [`Webhook`] (only a masked hint is), never logged and never put in
-//! an event. It leaves storage only through [`WebhookStore::claim_due_deliveries`] (to sign) and
-//! the answers to creation and rotation.
+//! The signing secret is a credential. Storage holds it sealed by the credential vault (the
+//! caller seals, bound to the tenant and the webhook id) plus its last four characters for the
+//! mask; it is never part of [`Webhook`] (only the masked hint is), never logged and never put
+//! in an event. Rows written before sealing existed hold the secret as issued (`whsec_…`) until
+//! they are sealed through [`WebhookStore::swap_webhook_secrets`].
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -36,7 +37,7 @@ pub struct Webhook {
 }
 
 /// The keys that sign a delivery: the current secret and, for a while after a rotation, the
-/// previous one.
+/// previous one, as stored: vault values (or, for rows not sealed yet, the secret as issued).
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSecrets {
     pub current: String,
@@ -64,19 +65,57 @@ impl WebhookSecrets {
 
 /// `whsec_****abcd`: enough to recognise a secret, not to use it.
 pub fn mask_secret(secret: &str) -> String {
-    let tail: String = {
-        let chars: Vec<char> = secret.chars().collect();
-        chars[chars.len().saturating_sub(4)..].iter().collect()
-    };
-    format!("whsec_****{tail}")
+    format!("whsec_****{}", secret_hint(secret))
+}
+
+/// The last four characters of a secret: what the mask shows.
+pub fn secret_hint(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    chars[chars.len().saturating_sub(4)..].iter().collect()
+}
+
+/// A stored value that is a secret as issued rather than a vault value (rows from before
+/// sealing).
+pub fn is_plaintext_secret(stored: &str) -> bool {
+    stored.starts_with("whsec_")
+}
+
+/// A signing secret as storage keeps it: sealed, and its last four characters for the mask.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    pub sealed: String,
+    pub hint: String,
+}
+
+impl std::fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedSecret(****{})", self.hint)
+    }
 }
 
 #[derive(Clone)]
 pub struct NewWebhook {
+    /// Chosen by the caller: the sealed secret is bound to it.
+    pub id: Uuid,
     pub url: String,
     pub events: Vec<String>,
     pub description: Option<String>,
+    pub secret: SealedSecret,
+}
+
+/// A webhook's stored secrets, for re-sealing (a key rotation, rows from before sealing).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSecrets {
+    pub tenant_id: Uuid,
+    pub id: Uuid,
     pub secret: String,
+    pub prev_secret: Option<String>,
+}
+
+impl std::fmt::Debug for StoredSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoredSecrets({}/{}, ****)", self.tenant_id, self.id)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -182,9 +221,25 @@ pub trait WebhookStore: Send + Sync {
         &self,
         actor: &Actor,
         id: Uuid,
-        new_secret: &str,
+        new_secret: &SealedSecret,
         previous_until: DateTime<Utc>,
     ) -> Result<Webhook>;
+    /// Every tenant's stored webhook secrets, by id after `after`, `limit` at a time (an
+    /// operator's re-sealing pass, not a tenant's request).
+    async fn webhook_secrets_batch(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<StoredSecrets>>;
+    /// Replace the stored secrets with re-sealed ones of the same values, only if they are still
+    /// `old` (a concurrent rotation wins). `hint` is set when given. Returns whether it changed.
+    async fn swap_webhook_secrets(
+        &self,
+        old: &StoredSecrets,
+        secret: &str,
+        prev_secret: Option<&str>,
+        hint: Option<&str>,
+    ) -> Result<bool>;
     /// The tenant's enabled subscriptions (the caller matches event types).
     async fn enabled_webhooks(&self, tenant: Uuid) -> Result<Vec<Webhook>>;
     /// One pending delivery per webhook, due at `now`; an existing (webhook, event) pair is left

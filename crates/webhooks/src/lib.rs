@@ -7,17 +7,20 @@
 //!   targets (checked again at delivery time, and the checked address is the one connected to),
 //!   and disables endpoints failing for 5 days.
 //!
-//! The signing secret is a credential: it is never logged and never put in an event.
+//! The signing secret is a credential: sealed by the credential vault at rest ([`secrets`]),
+//! never logged and never put in an event.
 
 pub mod dispatcher;
 pub mod events;
 pub mod safety;
+pub mod secrets;
 pub mod signing;
 pub mod worker;
 
 pub use dispatcher::Dispatcher;
 pub use events::{KNOWN_EVENT_TYPES, pattern_matches, subscribed, validate_pattern};
 pub use safety::{UrlError, check_url, is_forbidden_ip, resolve_checked, validate_url};
+pub use secrets::{ResealReport, reseal_all, seal_at_start};
 pub use signing::{Secret, generate_secret, sign, signature_header};
 pub use worker::{DeliveryWorker, RETRY_SCHEDULE, WorkerConfig, next_delay};
 

@@ -9,11 +9,13 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
 use savdo_domain::clock::Clock;
+use savdo_integrations::VaultHandle;
 use savdo_storage::Storage;
 use savdo_storage::webhooks::{AttemptRecord, DueDelivery};
 use tokio::sync::watch;
 
 use crate::safety::{resolve_checked, validate_url};
+use crate::secrets;
 use crate::signing::signature_header;
 
 /// Delay before attempt `n + 1` (index `n`); its length is the number of attempts.
@@ -117,6 +119,8 @@ pub struct DeliveryWorker {
     store: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     cfg: WorkerConfig,
+    /// Opens the sealed signing secrets; without it only rows not sealed yet can be signed.
+    vault: Option<Arc<VaultHandle>>,
 }
 
 struct Sent {
@@ -130,7 +134,18 @@ struct Sent {
 impl DeliveryWorker {
     pub fn new(store: Arc<dyn Storage>, clock: Arc<dyn Clock>, cfg: WorkerConfig) -> Self {
         crate::init_crypto();
-        DeliveryWorker { store, clock, cfg }
+        DeliveryWorker {
+            store,
+            clock,
+            cfg,
+            vault: None,
+        }
+    }
+
+    /// The vault that opens the signing secrets (every real process has one).
+    pub fn with_vault(mut self, vault: Arc<VaultHandle>) -> Self {
+        self.vault = Some(vault);
+        self
     }
 
     /// Run until `shutdown` turns true.
@@ -248,10 +263,28 @@ impl DeliveryWorker {
             Err(e) => return fail(format!("payload: {e}"), FailureKind::default()),
         };
         let now = self.clock.now();
+        let mut keys = Vec::new();
+        for stored in d.secrets.signing(now) {
+            match secrets::open(
+                self.vault.as_deref(),
+                d.tenant_id,
+                d.delivery.webhook_id,
+                stored,
+            ) {
+                Ok(k) => keys.push(k),
+                Err(e) => {
+                    return fail(
+                        format!("signing secret cannot be opened: {e}"),
+                        FailureKind::default(),
+                    );
+                }
+            }
+        }
+        let keys: Vec<&str> = keys.iter().map(|k| k.expose()).collect();
         let timestamp = now.timestamp();
         // Stable across retries: the event id, which is also the CloudEvent's `id`.
         let msg_id = d.delivery.event_id.to_string();
-        let signature = signature_header(&d.secrets.signing(now), &msg_id, timestamp, &body);
+        let signature = signature_header(&keys, &msg_id, timestamp, &body);
         let started = Instant::now();
         let resp = client
             .post(url)

@@ -36,24 +36,29 @@ fn worker(env: &Env, allow_private: bool) -> DeliveryWorker {
             ..Default::default()
         },
     )
+    .with_vault(env.vault.clone())
 }
 
 async fn subscribe(env: &Env, url: &str, events: &[&str]) -> (Webhook, String) {
-    let secret = savdo_webhooks::generate_secret();
+    let id = savdo_domain::ids::new_id();
+    let (secret, sealed) =
+        savdo_webhooks::secrets::issue(&env.vault, env.actor.tenant_id, id).unwrap();
     let w = env
         .store
         .create_webhook(
             &env.actor,
             &NewWebhook {
+                id,
                 url: url.to_string(),
                 events: events.iter().map(|s| s.to_string()).collect(),
                 description: Some("test".into()),
-                secret: secret.clone(),
+                secret: sealed,
             },
         )
         .await
         .unwrap();
-    (w, secret)
+    assert_eq!(w.id, id);
+    (w, secret.expose().to_owned())
 }
 
 fn event(env: &Env, kind: &str) -> CloudEvent {
@@ -414,13 +419,15 @@ async fn private_targets_refused_at_delivery(env: Env) {
 async fn rotation_signs_with_both_for_a_day(env: Env) {
     let rx = Receiver::start().await;
     let (w, old) = subscribe(&env, &rx.url, &["*"]).await;
-    let new = savdo_webhooks::generate_secret();
+    let (new, sealed) =
+        savdo_webhooks::secrets::issue(&env.vault, env.actor.tenant_id, w.id).unwrap();
+    let new = new.expose().to_owned();
     let rotated = env
         .store
         .rotate_webhook_secret(
             &env.actor,
             w.id,
-            &new,
+            &sealed,
             env.now() + savdo_webhooks::ROTATION_OVERLAP,
         )
         .await

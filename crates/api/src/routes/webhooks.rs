@@ -1,5 +1,6 @@
 //! Outbound webhook subscriptions and their deliveries (owner and manager tokens only).
-//! The signing secret is shown in full only in the answers to creation and rotation.
+//! The signing secret is shown in full only in the answers to creation and rotation; it is
+//! stored sealed by the credential vault, bound to the tenant and the webhook.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -102,22 +103,29 @@ pub async fn create(
     let events = check_events(&b.events)?;
     let description = check_description(b.description.as_deref())?;
     let url = check_url(&st, &b.url).await?;
-    let secret = savdo_webhooks::generate_secret();
+    // The id is chosen here: the sealed secret is bound to it.
+    let id = savdo_domain::ids::new_id();
+    let (secret, sealed) = savdo_webhooks::secrets::issue(&st.vault, auth.tenant(), id)
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let webhook = st
         .store
         .create_webhook(
             &auth.0,
             &NewWebhook {
+                id,
                 url,
                 events,
                 description,
-                secret: secret.clone(),
+                secret: sealed,
             },
         )
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(WebhookWithSecret { webhook, secret }),
+        Json(WebhookWithSecret {
+            webhook,
+            secret: secret.expose().to_owned(),
+        }),
     ))
 }
 
@@ -182,13 +190,19 @@ pub async fn rotate_secret(
     Id(id): Id,
 ) -> ApiResult<Json<WebhookWithSecret>> {
     auth.back_office()?;
-    let secret = savdo_webhooks::generate_secret();
+    // 404 before sealing anything for an id that is not the tenant's.
+    st.store.get_webhook(auth.tenant(), id).await?;
+    let (secret, sealed) = savdo_webhooks::secrets::issue(&st.vault, auth.tenant(), id)
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let until = st.clock.now() + savdo_webhooks::ROTATION_OVERLAP;
     let webhook = st
         .store
-        .rotate_webhook_secret(&auth.0, id, &secret, until)
+        .rotate_webhook_secret(&auth.0, id, &sealed, until)
         .await?;
-    Ok(Json(WebhookWithSecret { webhook, secret }))
+    Ok(Json(WebhookWithSecret {
+        webhook,
+        secret: secret.expose().to_owned(),
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", params(("id" = Uuid, Path)),

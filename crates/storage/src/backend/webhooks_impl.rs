@@ -1,15 +1,16 @@
 // Webhook storage, shared by both backends (included after shared.rs).
 
 use crate::webhooks::{
-    AttemptRecord, Delivery, DeliveryStatus, DueDelivery, NewWebhook, Webhook, WebhookPatch,
-    WebhookSecrets, mask_secret,
+    AttemptRecord, Delivery, DeliveryStatus, DueDelivery, NewWebhook, SealedSecret, StoredSecrets,
+    Webhook, WebhookPatch, WebhookSecrets, mask_secret,
 };
 
-const WEBHOOK_COLS: &str = "id, tenant_id, url, events, description, enabled, secret, failing_since, disabled_reason, created_at, updated_at";
+// Never the secret itself: only its hint, for the mask.
+const WEBHOOK_COLS: &str = "id, tenant_id, url, events, description, enabled, secret_hint, failing_since, disabled_reason, created_at, updated_at";
 const DELIVERY_COLS: &str = "id, webhook_id, event_id, event_type, status, attempts, response_code, latency_ms, response_body, last_error, next_attempt_at, created_at, updated_at";
 
 fn webhook_from_row(r: &DbRow) -> Result<Webhook> {
-    let secret: String = r.try_get("secret")?;
+    let hint: Option<String> = r.try_get("secret_hint")?;
     Ok(Webhook {
         id: r.try_get("id")?,
         tenant_id: r.try_get("tenant_id")?,
@@ -17,7 +18,7 @@ fn webhook_from_row(r: &DbRow) -> Result<Webhook> {
         events: r.try_get::<Json<Vec<String>>, _>("events")?.0,
         description: r.try_get("description")?,
         enabled: r.try_get("enabled")?,
-        secret: mask_secret(&secret),
+        secret: mask_secret(hint.as_deref().unwrap_or("")),
         failing_since: r.try_get::<Option<i64>, _>("failing_since")?.map(ts),
         disabled_reason: r.try_get("disabled_reason")?,
         created_at: ts(r.try_get("created_at")?),
@@ -65,12 +66,12 @@ fn webhook_summary(w: &Webhook) -> Value {
 #[async_trait]
 impl crate::webhooks::WebhookStore for Backend {
     async fn create_webhook(&self, actor: &Actor, new: &NewWebhook) -> Result<Webhook> {
-        let id = new_id();
+        let id = new.id;
         let now = now_micros();
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO webhooks (id, tenant_id, url, events, description, enabled, secret, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+            "INSERT INTO webhooks (id, tenant_id, url, events, description, enabled, secret, secret_hint, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8)",
         )
         .bind(id)
         .bind(actor.tenant_id)
@@ -78,8 +79,9 @@ impl crate::webhooks::WebhookStore for Backend {
         .bind(Json(&new.events))
         .bind(&new.description)
         .bind(true)
-        .bind(&new.secret)
+        .bind(&new.secret.sealed)
         .bind(now)
+        .bind(&new.secret.hint)
         .execute(&mut *tx)
         .await?;
         let w = webhook_in_tx(&mut tx, actor.tenant_id, id).await?;
@@ -192,20 +194,21 @@ impl crate::webhooks::WebhookStore for Backend {
         &self,
         actor: &Actor,
         id: Uuid,
-        new_secret: &str,
+        new_secret: &SealedSecret,
         previous_until: chrono::DateTime<chrono::Utc>,
     ) -> Result<Webhook> {
         let mut tx = self.begin().await?;
         webhook_in_tx(&mut tx, actor.tenant_id, id).await?;
         sqlx::query(
-            "UPDATE webhooks SET prev_secret = secret, prev_secret_until = $3, secret = $4, updated_at = $5 \
+            "UPDATE webhooks SET prev_secret = secret, prev_secret_until = $3, secret = $4, secret_hint = $6, updated_at = $5 \
              WHERE tenant_id = $1 AND id = $2",
         )
         .bind(actor.tenant_id)
         .bind(id)
         .bind(previous_until.timestamp_micros())
-        .bind(new_secret)
+        .bind(&new_secret.sealed)
         .bind(now_micros())
+        .bind(&new_secret.hint)
         .execute(&mut *tx)
         .await?;
         let w = webhook_in_tx(&mut tx, actor.tenant_id, id).await?;
@@ -221,6 +224,55 @@ impl crate::webhooks::WebhookStore for Backend {
         .await?;
         self.commit(tx).await?;
         Ok(w)
+    }
+
+    async fn webhook_secrets_batch(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<StoredSecrets>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, id, secret, prev_secret FROM webhooks WHERE ($1 OR id > $2) ORDER BY id LIMIT $3",
+        )
+        .bind(after.is_none())
+        .bind(after.unwrap_or_default())
+        .bind(limit.clamp(1, 1000) as i64)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredSecrets {
+                    tenant_id: r.try_get("tenant_id")?,
+                    id: r.try_get("id")?,
+                    secret: r.try_get("secret")?,
+                    prev_secret: r.try_get("prev_secret")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn swap_webhook_secrets(
+        &self,
+        old: &StoredSecrets,
+        secret: &str,
+        prev_secret: Option<&str>,
+        hint: Option<&str>,
+    ) -> Result<bool> {
+        // Not `updated_at`: re-sealing changes nothing a user would see.
+        let r = sqlx::query(
+            "UPDATE webhooks SET secret = $5, prev_secret = $6, secret_hint = COALESCE($7, secret_hint) \
+             WHERE tenant_id = $1 AND id = $2 AND secret = $3 AND COALESCE(prev_secret, '') = COALESCE($4, '')",
+        )
+        .bind(old.tenant_id)
+        .bind(old.id)
+        .bind(&old.secret)
+        .bind(&old.prev_secret)
+        .bind(secret)
+        .bind(prev_secret)
+        .bind(hint)
+        .execute(&self.write)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn enabled_webhooks(&self, tenant: Uuid) -> Result<Vec<Webhook>> {

@@ -14,6 +14,7 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use savdo_domain::clock::ManualClock;
 use savdo_domain::tenant::Role;
+use savdo_integrations::VaultHandle;
 use savdo_storage::{Actor, Storage};
 use serde_json::Value;
 use sqlx::Connection;
@@ -43,6 +44,9 @@ pub struct Env {
     pub store: Arc<dyn Storage>,
     pub clock: Arc<ManualClock>,
     pub actor: Actor,
+    /// A vault whose key file lives in `vault_dir` (so a test can rotate it as the CLI does).
+    pub vault: Arc<VaultHandle>,
+    pub vault_dir: Arc<tempfile::TempDir>,
     url: String,
     pg: bool,
 }
@@ -77,6 +81,54 @@ impl Env {
                 .await
                 .unwrap();
             rows.into_iter().map(|(t, d)| (t, d.0)).collect()
+        }
+    }
+
+    /// Every stored secret column of the webhooks table (all tenants), straight from the table.
+    pub async fn secret_columns(&self) -> Vec<Option<String>> {
+        let sql = "SELECT secret, prev_secret, secret_hint FROM webhooks ORDER BY id";
+        let rows: Vec<(String, Option<String>, Option<String>)> = if self.pg {
+            let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
+        };
+        rows.into_iter()
+            .flat_map(|(a, b, c)| [Some(a), b, c])
+            .collect()
+    }
+
+    /// The bytes of the SQLite database file and its WAL (empty on PostgreSQL).
+    pub fn sqlite_files(&self) -> Vec<u8> {
+        let Some(path) = (!self.pg).then(|| self.url.trim_start_matches("sqlite://")) else {
+            return Vec::new();
+        };
+        let mut all = Vec::new();
+        for p in [path.to_string(), format!("{path}-wal")] {
+            if let Ok(b) = std::fs::read(&p) {
+                all.extend_from_slice(&b);
+            }
+        }
+        all
+    }
+
+    /// Run a statement on the database directly (to write a row as an older version did).
+    pub async fn exec(&self, sql: &str, binds: &[&str], id: Uuid) {
+        macro_rules! go {
+            ($conn:ty) => {{
+                let mut c = <$conn>::connect(&self.url).await.unwrap();
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).bind(id);
+                for b in binds {
+                    q = q.bind(*b);
+                }
+                q.execute(&mut c).await.unwrap();
+            }};
+        }
+        if self.pg {
+            go!(sqlx::PgConnection)
+        } else {
+            go!(sqlx::SqliteConnection)
         }
     }
 
@@ -134,8 +186,12 @@ where
     let store = savdo_storage::connect(&url).await.expect("open storage");
     store.migrate().await.expect("migrate");
     let t = store.create_tenant("Test shop").await.expect("tenant");
+    let vault_dir = tempfile::tempdir().expect("vault dir");
+    let vault = VaultHandle::open(vault_dir.path()).expect("vault");
     let env = Env {
         store,
+        vault: Arc::new(vault),
+        vault_dir: Arc::new(vault_dir),
         // Whole microseconds, as the database stores them.
         clock: Arc::new(ManualClock::new(
             DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap(),
