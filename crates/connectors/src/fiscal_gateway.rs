@@ -11,14 +11,15 @@
 //! Policy:
 //! - `registered`: stored, `receipt.fiscalized` emitted, done.
 //! - `queued` (the gateway journaled it and waits for its device): stored as `queued`, retried
-//!   with the bus's backoff until the gateway answers `registered`.
+//!   without end (backoff from 2 s, capped at [`MAX_BACKOFF`]) until the gateway answers
+//!   `registered`, however long the device is away.
 //! - gateway unreachable (connection refused, timeout, 5xx): stored as `pending` with the error,
-//!   retried the same way.
+//!   retried the same way, however long the outage.
 //! - `failed` (the device refused it: no open shift, out of paper, shift over 24 hours): stored
 //!   as `failed` with the device's reason, visible to the cashier, and retried with backoff —
 //!   these refusals clear once someone acts (opens the shift, loads paper), and the gateway
-//!   tries a failed id again on a repeat. After the bus's `max_attempts` the event is
-//!   dead-lettered and the receipt stays `failed` with its reason.
+//!   tries a failed id again on a repeat. Once it has been refused for [`REFUSAL_WINDOW`] (two
+//!   hours) the event is dead-lettered and the receipt stays `failed` with its reason.
 //! - the gateway refuses the request itself (422 rule violation such as a product without MXIK,
 //!   409 id reused): stored as `failed` with the gateway's message, not retried (the receipt
 //!   cannot change). A refund whose sale the gateway does not know yet (the sale is still
@@ -26,12 +27,17 @@
 //! - receipts of tills without a fiscal device, and receipts the till fiscalized itself (it sent
 //!   `fiscal` with a `fiscal_sign`, or with status `registered` or `queued` on its own gateway),
 //!   are left alone.
+//!
+//! Should an event still be lost (dead-lettered before this policy, or never delivered), the
+//! reconciliation pass ([`crate::fiscal_reconcile`]) asks the gateway about every receipt left
+//! `pending` or `queued` for a while, and stores the answer through [`FiscalConsumer::register`]
+//! and [`FiscalConsumer::store_answer`], the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use savdo_bus::{Consumer, HandleError};
+use savdo_bus::{Consumer, HandleError, RetryPolicy};
 use savdo_domain::clock::{Clock, SystemClock};
 use savdo_domain::event::CloudEvent;
 use savdo_domain::marking::MarkingCode;
@@ -482,19 +488,136 @@ impl FiscalConsumer {
         }
     }
 
-    async fn save(
+    /// Send `receipt` to its till's gateway and store what came of it. The consumer and the
+    /// reconciliation pass both register through here.
+    pub async fn register(
         &self,
         tenant: Uuid,
-        receipt: Uuid,
-        fiscal: ReceiptFiscal,
-    ) -> Result<(), HandleError> {
+        receipt: &Receipt,
+        device: &TerminalFiscal,
+    ) -> Result<Registration, StorageError> {
+        let cashier = cashier_name(self.store.as_ref(), tenant, receipt.cashier_token_id).await;
+        let request = to_gateway(receipt, &device.device_id, &cashier);
+        let answer = self.client.register(&device.gateway_url, &request).await;
+        self.store_answer(tenant, receipt.id, answer).await
+    }
+
+    /// Store the gateway's answer about a receipt (to a registration or a look-up) on the
+    /// receipt; `registered` emits `receipt.fiscalized`, once.
+    pub async fn store_answer(
+        &self,
+        tenant: Uuid,
+        receipt_id: Uuid,
+        answer: Result<GatewayReceiptResult, GatewayError>,
+    ) -> Result<Registration, StorageError> {
+        let now = self.clock.now();
+        let (fiscal, outcome) = match answer {
+            Ok(r) => match r.status {
+                GatewayStatus::Registered => (
+                    ReceiptFiscal {
+                        status: FiscalStatus::Registered,
+                        terminal_id: r.terminal_id,
+                        receipt_no: r.receipt_no,
+                        fiscal_sign: r.fiscal_sign,
+                        date_time: r.date_time,
+                        qr_url: r.qr_url,
+                        error: None,
+                        updated_at: now,
+                    },
+                    Registration::Registered,
+                ),
+                GatewayStatus::Queued => (
+                    ReceiptFiscal::without_data(
+                        FiscalStatus::Queued,
+                        Some("waiting for the fiscal device".into()),
+                        now,
+                    ),
+                    Registration::Queued,
+                ),
+                GatewayStatus::Failed => {
+                    let reason = r
+                        .reason
+                        .unwrap_or_else(|| "the fiscal device refused the receipt".into());
+                    (
+                        ReceiptFiscal::without_data(
+                            FiscalStatus::Failed,
+                            Some(reason.clone()),
+                            now,
+                        ),
+                        Registration::DeviceRefused(reason),
+                    )
+                }
+            },
+            Err(GatewayError::Unreachable(msg)) => (
+                ReceiptFiscal::without_data(
+                    FiscalStatus::Pending,
+                    Some(format!("fiscal gateway unreachable: {msg}")),
+                    now,
+                ),
+                Registration::Unreachable(msg),
+            ),
+            Err(GatewayError::Refused {
+                status,
+                message,
+                fields,
+            }) => {
+                // The sale of a refund may still be on its way to the gateway; an unknown
+                // device may yet be configured. Anything else in the receipt cannot change.
+                let may_pass = status == 404 || fields.iter().any(|f| f == "sale_id");
+                (
+                    ReceiptFiscal::without_data(FiscalStatus::Failed, Some(message.clone()), now),
+                    Registration::Refused { message, may_pass },
+                )
+            }
+        };
         self.store
-            .set_receipt_fiscal(tenant, receipt, &fiscal)
-            .await
-            .map(|_| ())
-            .map_err(storage_error)
+            .set_receipt_fiscal(tenant, receipt_id, &fiscal)
+            .await?;
+        Ok(outcome)
+    }
+
+    pub fn client(&self) -> &FiscalClient {
+        &self.client
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 }
+
+/// What one registration came to; the receipt's fiscal state is stored already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// Registered (now or before): `receipt.fiscalized` was emitted once.
+    Registered,
+    /// Journaled by the gateway, waiting for its device.
+    Queued,
+    /// The gateway was not reached (stored `pending`).
+    Unreachable(String),
+    /// The device refused it (no open shift, out of paper): stored `failed` with the reason.
+    DeviceRefused(String),
+    /// The gateway refused the request (stored `failed`); `may_pass` when it may pass later
+    /// (a refund's sale not there yet, a device not configured yet).
+    Refused { message: String, may_pass: bool },
+}
+
+/// The receipt's fiscal state as we store it, when it is ours.
+pub fn stored_fiscal(receipt: &Receipt) -> Option<ReceiptFiscal> {
+    receipt
+        .fiscal
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// First backoff of a queued or unreachable receipt; the backoff grows to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// Retries of a queued or unreachable receipt are at most this far apart, so a receipt is
+/// registered here within about this long of its gateway's (or device's) return.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// How long a receipt the device (or the gateway, for a reason that may pass) keeps refusing is
+/// retried, from its first refusal, before it is dead-lettered and stays `failed` with the
+/// reason. Counted in time, not attempts, so a long outage before does not shorten it.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(2 * 3600);
 
 fn storage_error(e: StorageError) -> HandleError {
     HandleError::Retry(format!("storage: {e}"))
@@ -508,6 +631,12 @@ impl Consumer for FiscalConsumer {
 
     fn accepts(&self, event_type: &str) -> bool {
         matches!(event_type, "receipt.created" | "receipt.refunded")
+    }
+
+    /// Queued and unreachable receipts must land: retried without end (capped backoff).
+    /// Refusals give up after [`REFUSAL_WINDOW`] themselves; rule violations are dead-lettered.
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        Some(RetryPolicy::until_done(FIRST_BACKOFF, MAX_BACKOFF))
     }
 
     async fn handle(&self, event: &CloudEvent, attempt: u32) -> Result<(), HandleError> {
@@ -534,88 +663,59 @@ impl Consumer for FiscalConsumer {
             }
             Err(e) => return Err(storage_error(e)),
         };
-        let stored: Option<ReceiptFiscal> = current
-            .fiscal
-            .as_ref()
-            .and_then(|v| serde_json::from_value(v.clone()).ok());
-        if stored
+        let previous = stored_fiscal(&current);
+        if previous
             .as_ref()
             .is_some_and(|f| f.status == FiscalStatus::Registered)
         {
             return Ok(());
         }
-        let cashier = cashier_name(self.store.as_ref(), tenant, current.cashier_token_id).await;
-        let request = to_gateway(&current, &device.device_id, &cashier);
-        let now = self.clock.now();
-        match self.client.register(&device.gateway_url, &request).await {
-            Ok(r) => match r.status {
-                GatewayStatus::Registered => {
-                    let f = ReceiptFiscal {
-                        status: FiscalStatus::Registered,
-                        terminal_id: r.terminal_id,
-                        receipt_no: r.receipt_no,
-                        fiscal_sign: r.fiscal_sign,
-                        date_time: r.date_time,
-                        qr_url: r.qr_url,
-                        error: None,
-                        updated_at: now,
-                    };
-                    self.save(tenant, current.id, f).await?;
-                    tracing::info!(receipt = %current.id, attempt, "receipt fiscalized");
-                    Ok(())
-                }
-                GatewayStatus::Queued => {
-                    let f = ReceiptFiscal::without_data(
-                        FiscalStatus::Queued,
-                        Some("waiting for the fiscal device".into()),
-                        now,
-                    );
-                    self.save(tenant, current.id, f).await?;
-                    Err(HandleError::Retry(
-                        "queued on the fiscal gateway: not registered yet".into(),
-                    ))
-                }
-                GatewayStatus::Failed => {
-                    let reason = r
-                        .reason
-                        .unwrap_or_else(|| "the fiscal device refused the receipt".into());
-                    let f = ReceiptFiscal::without_data(
-                        FiscalStatus::Failed,
-                        Some(reason.clone()),
-                        now,
-                    );
-                    self.save(tenant, current.id, f).await?;
-                    Err(HandleError::Retry(format!(
-                        "fiscal device refused: {reason}"
-                    )))
-                }
-            },
-            Err(GatewayError::Unreachable(msg)) => {
-                let f = ReceiptFiscal::without_data(
-                    FiscalStatus::Pending,
-                    Some(format!("fiscal gateway unreachable: {msg}")),
-                    now,
-                );
-                self.save(tenant, current.id, f).await?;
-                Err(HandleError::Retry(msg))
+        // Refused since when: a stored `failed` keeps the time it was first refused (for the
+        // same reason).
+        let refused_since = previous
+            .filter(|f| f.status == FiscalStatus::Failed)
+            .map(|f| f.updated_at);
+        let outcome = self
+            .register(tenant, &current, &device)
+            .await
+            .map_err(storage_error)?;
+        match outcome {
+            Registration::Registered => {
+                tracing::info!(receipt = %current.id, attempt, "receipt fiscalized");
+                Ok(())
             }
-            Err(GatewayError::Refused {
-                status,
-                message,
-                fields,
-            }) => {
-                let f =
-                    ReceiptFiscal::without_data(FiscalStatus::Failed, Some(message.clone()), now);
-                self.save(tenant, current.id, f).await?;
-                // The sale of a refund may still be on its way to the gateway; an unknown
-                // device may yet be configured. Anything else in the receipt cannot change.
-                let may_pass = status == 404 || fields.iter().any(|f| f == "sale_id");
+            Registration::Queued => Err(HandleError::Retry(
+                "queued on the fiscal gateway: not registered yet".into(),
+            )),
+            Registration::Unreachable(msg) => Err(HandleError::Retry(msg)),
+            Registration::DeviceRefused(reason) => {
+                let message = format!("fiscal device refused: {reason}");
+                Err(self.refusal(message, refused_since))
+            }
+            Registration::Refused { message, may_pass } => {
                 if may_pass {
-                    Err(HandleError::Retry(message))
+                    Err(self.refusal(message, refused_since))
                 } else {
                     Err(HandleError::Permanent(message))
                 }
             }
+        }
+    }
+}
+
+impl FiscalConsumer {
+    /// A refusal that may clear is retried until [`REFUSAL_WINDOW`] after the first one.
+    fn refusal(
+        &self,
+        message: String,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> HandleError {
+        let waited = since.map_or(chrono::Duration::zero(), |t| self.clock.now() - t);
+        let window = chrono::Duration::from_std(REFUSAL_WINDOW).unwrap_or(chrono::Duration::MAX);
+        if waited >= window {
+            HandleError::Permanent(message)
+        } else {
+            HandleError::Retry(message)
         }
     }
 }

@@ -3,6 +3,8 @@
 //! `receipt.created` event comes by; codes the operator now refuses raise
 //! `marking.check_failed`. While the service is still unreachable the event is retried with the
 //! bus's backoff.
+//! Once the consumer gives up, the periodic pass ([`crate::marking_reconcile`]) re-checks the
+//! codes still waiting through [`MarkingRecheck::recheck`], the same way.
 
 use std::sync::Arc;
 

@@ -118,10 +118,55 @@ pub trait FiscalStore: Send + Sync {
     /// Store a receipt's fiscal state; on the first `registered`, emit `receipt.fiscalized`
     /// (the receipt with its fiscal data) in the same transaction. A receipt already
     /// registered is left alone (a late answer cannot downgrade it).
+    /// A receipt left `pending` or `queued` joins the reconciliation list
+    /// ([`FiscalStore::fiscal_unsettled`]) in the same transaction; any other state leaves it.
     async fn set_receipt_fiscal(
         &self,
         tenant: Uuid,
         receipt_id: Uuid,
         fiscal: &ReceiptFiscal,
     ) -> Result<FiscalUpdate>;
+
+    // The reconciliation pass: which receipts are still unsettled, and a claim per receipt so
+    // that several processes never check the same receipt at once.
+
+    /// Unsettled receipts of every tenant (a worker's scan, like the job queue) that became
+    /// unsettled at or before `older_than` and are due at `now`, the longest overdue first.
+    async fn fiscal_unsettled(
+        &self,
+        now: DateTime<Utc>,
+        older_than: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<UnsettledReceipt>>;
+    /// Claim one receipt's check until `lease_until`: `false` when it is not due (another
+    /// worker took it, or it settled meanwhile).
+    async fn claim_fiscal_check(
+        &self,
+        tenant: Uuid,
+        receipt_id: Uuid,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// The check came to nothing: check again at `next_at`, remembering why.
+    async fn fiscal_check_later(
+        &self,
+        tenant: Uuid,
+        receipt_id: Uuid,
+        next_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<()>;
+    /// The receipt needs no more checks (registered, failed, or no fiscal device any more).
+    async fn fiscal_check_done(&self, tenant: Uuid, receipt_id: Uuid) -> Result<()>;
+}
+
+/// A receipt whose fiscal registration is not settled yet (stored `pending` or `queued`): the
+/// reconciliation pass's work item. The list is kept by [`FiscalStore::set_receipt_fiscal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsettledReceipt {
+    pub tenant_id: Uuid,
+    pub receipt_id: Uuid,
+    /// When the receipt first became pending or queued.
+    pub since: DateTime<Utc>,
+    /// How many reconciliation checks came to nothing so far.
+    pub checks: u32,
 }

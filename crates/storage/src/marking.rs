@@ -125,4 +125,45 @@ pub trait MarkingStore: Send + Sync {
         receipt_id: Uuid,
         results: &[RecheckResult],
     ) -> Result<()>;
+
+    // The periodic re-check pass, for codes whose consumer gave up: which receipts still have
+    // codes waiting, and a claim per receipt so that several processes never check it at once.
+
+    /// Receipts of every tenant (a worker's scan, like the job queue) with codes still waiting
+    /// for their re-check since `older_than` or before, whose check is due at `now`; the
+    /// longest waiting first.
+    async fn marking_rechecks_due(
+        &self,
+        now: DateTime<Utc>,
+        older_than: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<PendingRecheck>>;
+    /// Claim one receipt's re-check until `lease_until`: `false` while another worker holds it
+    /// or it is backing off.
+    async fn claim_marking_recheck(
+        &self,
+        tenant: Uuid,
+        receipt_id: Uuid,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// The re-check could not be made: try again at `next_at`, remembering why.
+    async fn marking_recheck_later(
+        &self,
+        tenant: Uuid,
+        receipt_id: Uuid,
+        next_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<()>;
+    /// Forget the receipt's claim (its codes were re-checked, or nothing is left to check).
+    async fn marking_recheck_done(&self, tenant: Uuid, receipt_id: Uuid) -> Result<()>;
+}
+
+/// A receipt with codes still waiting for their online re-check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRecheck {
+    pub tenant_id: Uuid,
+    pub receipt_id: Uuid,
+    /// Re-checks of the periodic pass that could not be made so far.
+    pub checks: u32,
 }

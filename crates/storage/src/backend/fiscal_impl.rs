@@ -1,5 +1,6 @@
 // Fiscal storage, shared by both backends (included after shared.rs).
 
+use crate::fiscal::UnsettledReceipt;
 use crate::fiscal::{FiscalStatus, FiscalStore, FiscalUpdate, ReceiptFiscal, TerminalFiscal};
 
 /// Whether a stored `fiscal` value says the receipt is registered (by us or by the till).
@@ -132,6 +133,25 @@ impl FiscalStore for Backend {
             .bind(Json(&receipt))
             .execute(&mut *tx)
             .await?;
+        // The reconciliation list follows the state: unsettled joins it, settled leaves it.
+        if matches!(fiscal.status, FiscalStatus::Pending | FiscalStatus::Queued) {
+            let since = fiscal.updated_at.timestamp_micros();
+            sqlx::query(
+                "INSERT INTO fiscal_unsettled (tenant_id, receipt_id, since, next_check_at, checks) \
+                 VALUES ($1, $2, $3, $3, 0) ON CONFLICT (tenant_id, receipt_id) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(receipt_id)
+            .bind(since)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query("DELETE FROM fiscal_unsettled WHERE tenant_id = $1 AND receipt_id = $2")
+                .bind(tenant)
+                .bind(receipt_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let fiscalized = fiscal.status == FiscalStatus::Registered;
         if fiscalized {
             emit(
@@ -148,5 +168,83 @@ impl FiscalStore for Backend {
             changed: true,
             fiscalized,
         })
+    }
+
+    async fn fiscal_unsettled(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        older_than: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<UnsettledReceipt>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, receipt_id, since, checks FROM fiscal_unsettled \
+             WHERE next_check_at <= $1 AND since <= $2 ORDER BY next_check_at LIMIT $3",
+        )
+        .bind(now.timestamp_micros())
+        .bind(older_than.timestamp_micros())
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let checks: i64 = r.try_get("checks")?;
+                Ok(UnsettledReceipt {
+                    tenant_id: r.try_get("tenant_id")?,
+                    receipt_id: r.try_get("receipt_id")?,
+                    since: ts(r.try_get("since")?),
+                    checks: u32::try_from(checks).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_fiscal_check(
+        &self,
+        tenant: Uuid,
+        receipt_id: Uuid,
+        now: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
+        // A conditional update: of two workers, the second finds the check no longer due.
+        let done = sqlx::query(
+            "UPDATE fiscal_unsettled SET next_check_at = $4 \
+             WHERE tenant_id = $1 AND receipt_id = $2 AND next_check_at <= $3",
+        )
+        .bind(tenant)
+        .bind(receipt_id)
+        .bind(now.timestamp_micros())
+        .bind(lease_until.timestamp_micros())
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fiscal_check_later(
+        &self,
+        tenant: Uuid,
+        receipt_id: Uuid,
+        next_at: chrono::DateTime<chrono::Utc>,
+        error: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE fiscal_unsettled SET next_check_at = $3, checks = checks + 1, last_error = $4 \
+             WHERE tenant_id = $1 AND receipt_id = $2",
+        )
+        .bind(tenant)
+        .bind(receipt_id)
+        .bind(next_at.timestamp_micros())
+        .bind(error)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn fiscal_check_done(&self, tenant: Uuid, receipt_id: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM fiscal_unsettled WHERE tenant_id = $1 AND receipt_id = $2")
+            .bind(tenant)
+            .bind(receipt_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 }

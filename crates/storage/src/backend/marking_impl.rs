@@ -4,6 +4,7 @@
 use savdo_domain::barcode::Barcode;
 use savdo_domain::marking::MarkingCode;
 
+use crate::marking::PendingRecheck;
 use crate::marking::{CodeState, MarkedCode, MarkingPrecheck, OnlineCheck, RecheckResult};
 
 const MARKED_COLS: &str = "label, gtin, code, product_id, state, sale_receipt_id, refund_receipt_id, online_check, updated_at";
@@ -431,6 +432,90 @@ impl crate::marking::MarkingStore for Backend {
             .await?;
         }
         self.commit(tx).await?;
+        Ok(())
+    }
+
+    async fn marking_rechecks_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        older_than: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<PendingRecheck>> {
+        let rows = sqlx::query(
+            "SELECT m.tenant_id, m.sale_receipt_id, MAX(c.checks) AS checks, MIN(m.updated_at) AS waiting \
+             FROM marking_codes m LEFT JOIN marking_rechecks c \
+             ON c.tenant_id = m.tenant_id AND c.receipt_id = m.sale_receipt_id \
+             WHERE m.online_check = 'pending' AND m.updated_at <= $2 \
+             AND (c.next_check_at IS NULL OR c.next_check_at <= $1) \
+             GROUP BY m.tenant_id, m.sale_receipt_id ORDER BY waiting LIMIT $3",
+        )
+        .bind(now.timestamp_micros())
+        .bind(older_than.timestamp_micros())
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let checks: Option<i64> = r.try_get("checks")?;
+                Ok(PendingRecheck {
+                    tenant_id: r.try_get("tenant_id")?,
+                    receipt_id: r.try_get("sale_receipt_id")?,
+                    checks: u32::try_from(checks.unwrap_or(0)).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_marking_recheck(
+        &self,
+        tenant: Uuid,
+        receipt_id: Uuid,
+        now: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool> {
+        // One statement: of two workers, the second finds the row claimed (on PostgreSQL it
+        // waits for the first and then sees its lease) and gets no row back.
+        let won: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO marking_rechecks (tenant_id, receipt_id, next_check_at, checks) \
+             VALUES ($1, $2, $4, 0) ON CONFLICT (tenant_id, receipt_id) DO UPDATE \
+             SET next_check_at = excluded.next_check_at WHERE marking_rechecks.next_check_at <= $3 \
+             RETURNING checks",
+        )
+        .bind(tenant)
+        .bind(receipt_id)
+        .bind(now.timestamp_micros())
+        .bind(lease_until.timestamp_micros())
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(won.is_some())
+    }
+
+    async fn marking_recheck_later(
+        &self,
+        tenant: Uuid,
+        receipt_id: Uuid,
+        next_at: chrono::DateTime<chrono::Utc>,
+        error: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE marking_rechecks SET next_check_at = $3, checks = checks + 1, last_error = $4 \
+             WHERE tenant_id = $1 AND receipt_id = $2",
+        )
+        .bind(tenant)
+        .bind(receipt_id)
+        .bind(next_at.timestamp_micros())
+        .bind(error)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn marking_recheck_done(&self, tenant: Uuid, receipt_id: Uuid) -> Result<()> {
+        sqlx::query("DELETE FROM marking_rechecks WHERE tenant_id = $1 AND receipt_id = $2")
+            .bind(tenant)
+            .bind(receipt_id)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 }
