@@ -13,6 +13,7 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, QueryBuilder, Row};
 use uuid::Uuid;
 
+use crate::backend::group_commit::{self, GroupCommit};
 use crate::backend::{now_micros, ts};
 use crate::error::{FieldError, StorageError};
 use crate::model::*;
@@ -1413,275 +1414,387 @@ impl Backend {
         if let Some((r, hash)) = receipt_by_id(&self.read, tenant, input.id).await? {
             return replay(r, &hash, request_hash);
         }
+        // The writer's own handle has group commit off: it writes, it does not queue.
+        let writer = || Backend { group: group_commit::Slot::new(GroupCommit::OFF), ..self.clone() };
+        if let Some(queue) = self.group.queue(writer) {
+            return queue.submit(actor, input, request_hash, precheck).await;
+        }
+        self.write_alone(actor, input, request_hash, precheck).await
+    }
+
+    /// One receipt in its own transaction.
+    async fn write_alone(
+        &self,
+        actor: &Actor,
+        input: &ReceiptInput,
+        request_hash: &str,
+        precheck: &crate::marking::MarkingPrecheck,
+    ) -> Result<ReceiptOutcome> {
         let mut tx = self.begin().await?;
-        let settings = load_settings(&mut tx, tenant).await?;
-        let mut errors = Vec::new();
+        let outcome = write_receipt(&mut tx, actor, input, request_hash, precheck).await?;
+        // Only a new receipt keeps its writes: a replay found a concurrent retry's row.
+        match outcome {
+            ReceiptOutcome::Created(_) => self.commit(tx).await?,
+            ReceiptOutcome::Replayed(_) => tx.rollback().await?,
+        }
+        Ok(outcome)
+    }
 
-        if let Some(bound) = actor.store_id
-            && bound != input.store_id
-        {
-            return Err(StorageError::invalid("store_id", "this token is bound to another store"));
-        }
-        let term = sqlx::query("SELECT store_id, open_shift_id FROM terminals WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(input.terminal_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let shift_id: Option<Uuid> = match term {
-            None => {
-                errors.push(FieldError::new("terminal_id", "no such terminal"));
-                None
-            }
-            Some(r) => {
-                let store: Uuid = r.try_get("store_id")?;
-                if store != input.store_id {
-                    errors.push(FieldError::new("terminal_id", "the terminal belongs to another store"));
-                }
-                let shift: Option<Uuid> = r.try_get("open_shift_id")?;
-                if shift.is_none() && settings.require_open_shift {
-                    errors.push(FieldError::new("terminal_id", "no shift is open on this terminal (require_open_shift is on)"));
-                }
-                shift
-            }
-        };
-        if !store_exists(&mut tx, tenant, input.store_id).await? {
-            errors.push(FieldError::new("store_id", "no such store"));
-        }
-        if let Some(c) = input.customer_id {
-            let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM customers WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant)
-                .bind(c)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if found.is_none() {
-                errors.push(FieldError::new("customer_id", "no such customer"));
-            }
-        }
-        if input.lines.is_empty() {
-            errors.push(FieldError::new("lines", "a receipt needs at least one line"));
-        }
+    /// Switch group commit for receipts (before the first receipt is submitted); by default
+    /// it comes from `SAVDO_GROUP_COMMIT`.
+    pub fn with_group_commit(mut self, setting: GroupCommit) -> Self {
+        self.group = group_commit::Slot::new(setting);
+        self
+    }
 
-        // What a refund may take back, per product: (sold qty, price, discount, refunded so far).
-        let mut refundable: HashMap<Uuid, (i64, i64, i64, i64)> = HashMap::new();
-        match (input.kind, input.refund_of) {
-            (ReceiptType::Sale, Some(_)) => errors.push(FieldError::new("refund_of", "only a refund refers to a sale")),
-            (ReceiptType::Refund, None) => errors.push(FieldError::new("refund_of", "a refund must name the sale it refunds")),
-            (ReceiptType::Refund, Some(sale_id)) => match receipt_by_id(&mut *tx, tenant, sale_id).await? {
-                None => errors.push(FieldError::new("refund_of", "no such receipt")),
-                Some((sale, _)) if sale.kind != ReceiptType::Sale => {
-                    errors.push(FieldError::new("refund_of", "a refund must refer to a sale"))
-                }
-                Some((sale, _)) => {
-                    if sale.store_id != input.store_id {
-                        errors.push(FieldError::new("store_id", "a refund is made in the store of the sale"));
-                    }
-                    let done = refund_balance(&mut tx, tenant, sale_id).await?;
-                    for l in &sale.lines {
-                        let e = refundable.entry(l.product_id).or_insert((0, l.price, 0, 0));
-                        e.0 += l.qty.milli();
-                        e.2 += l.discount;
-                    }
-                    for (p, q) in done {
-                        if let Some(e) = refundable.get_mut(&p) {
-                            e.3 += q;
-                        }
-                    }
-                }
-            },
-            (ReceiptType::Sale, None) => {}
-        }
+    /// Whether receipts are group-committed, and how many at most per transaction.
+    pub fn group_commit(&self) -> GroupCommit {
+        self.group.setting()
+    }
 
-        let mut lines = Vec::with_capacity(input.lines.len());
-        let mut taking: HashMap<Uuid, i64> = HashMap::new();
-        let mut marking = MarkingLines::default();
-        for (i, l) in input.lines.iter().enumerate() {
-            let Some((p, deleted)) = product_in_tx(&mut tx, tenant, l.product_id).await? else {
-                errors.push(FieldError::new(format!("lines[{i}].product_id"), "no such product"));
-                continue;
-            };
-            let codes = marking.check_line(&mut tx, tenant, input, i, &p, &mut errors).await?;
-            let (price, discount) = match input.kind {
-                ReceiptType::Sale => {
-                    if deleted || !p.active {
-                        errors.push(FieldError::new(format!("lines[{i}].product_id"), "the product is not on sale"));
-                        continue;
-                    }
-                    (l.price.unwrap_or(p.price), l.discount.unwrap_or(0))
-                }
-                ReceiptType::Refund => {
-                    let Some(&(sold, price, disc, done)) = refundable.get(&l.product_id) else {
-                        if input.refund_of.is_some() && errors.iter().all(|e| e.field != "refund_of") {
-                            errors.push(FieldError::new(format!("lines[{i}].product_id"), "the sale has no such product"));
-                        }
-                        continue;
-                    };
-                    let t = taking.entry(l.product_id).or_insert(0);
-                    *t += l.qty.milli();
-                    if done + *t > sold {
-                        errors.push(FieldError::new(
-                            format!("lines[{i}].qty"),
-                            format!(
-                                "refunds more than was sold: sold {}, refunded before {}, left {}",
-                                Qty::from_milli(sold),
-                                Qty::from_milli(done),
-                                Qty::from_milli(sold - done)
-                            ),
-                        ));
-                        continue;
-                    }
-                    let default_discount = pro_rata(disc, l.qty, Qty::from_milli(sold));
-                    (l.price.unwrap_or(price), l.discount.unwrap_or(default_discount))
-                }
-            };
-            match compute_line(price, l.qty, discount, p.vat_percent) {
-                Ok(a) => lines.push(ReceiptLine {
-                    line_no: i as u32 + 1,
-                    product_id: p.id,
-                    sku: p.sku.clone(),
-                    name: p.name.clone(),
-                    qty: l.qty,
-                    price,
-                    discount,
-                    amount: a.amount,
-                    vat_percent: p.vat_percent,
-                    vat_amount: a.vat_amount,
-                    mxik: p.mxik.clone(),
-                    package_code: p.package_code.clone(),
-                    unit: p.unit,
-                    // Normalised: real GS separators, no symbology prefix.
-                    marking_codes: codes.iter().map(|(_, c)| c.raw().to_string()).collect(),
-                }),
-                Err(e) => {
-                    let field = match e {
-                        savdo_domain::receipt::LineError::QtyNotPositive => "qty",
-                        savdo_domain::receipt::LineError::NegativePrice => "price",
-                        savdo_domain::receipt::LineError::NegativeDiscount
-                        | savdo_domain::receipt::LineError::DiscountTooLarge => "discount",
-                        savdo_domain::receipt::LineError::Overflow => "price",
-                    };
-                    errors.push(FieldError::new(format!("lines[{i}].{field}"), e.to_string()));
-                }
-            }
-        }
-        let total: i64 = lines.iter().map(|l| l.amount).sum();
-        let vat_total: i64 = lines.iter().map(|l| l.vat_amount).sum();
-        let discount_total: i64 = lines.iter().map(|l| l.discount).sum();
-        let mut paid: i64 = 0;
-        for (i, p) in input.payments.iter().enumerate() {
-            if p.amount <= 0 {
-                errors.push(FieldError::new(format!("payments[{i}].amount"), "must be greater than zero"));
-            }
-            paid = paid.saturating_add(p.amount);
-        }
-        if errors.is_empty() && paid != total {
-            errors.push(FieldError::new(
-                "payments",
-                format!("payments add up to {paid} tiyin but the receipt total is {total} tiyin"),
-            ));
-        }
-        if !errors.is_empty() {
-            return Err(StorageError::Invalid(errors));
-        }
+    /// What group commit did so far; `None` when it is off.
+    pub fn group_commit_stats(&self) -> Option<group_commit::GroupCommitStats> {
+        self.group.stats()
+    }
+}
 
-        let number: i64 = sqlx::query_scalar(
-            "UPDATE stores SET next_receipt_no = next_receipt_no + 1 WHERE tenant_id = $1 AND id = $2 RETURNING next_receipt_no - 1",
-        )
+/// Validate and write one receipt in `tx`, and say what it is: `Created`, or `Replayed` when a
+/// concurrent retry of the same id got there first. After a replay or an error the caller
+/// undoes what was written here (the receipt number taken, for one).
+async fn write_receipt(
+    tx: &mut Tx,
+    actor: &Actor,
+    input: &ReceiptInput,
+    request_hash: &str,
+    precheck: &crate::marking::MarkingPrecheck,
+) -> Result<ReceiptOutcome> {
+    let tenant = actor.tenant_id;
+    let settings = load_settings(tx, tenant).await?;
+    let mut errors = Vec::new();
+
+    if let Some(bound) = actor.store_id
+        && bound != input.store_id
+    {
+        return Err(StorageError::invalid("store_id", "this token is bound to another store"));
+    }
+    let term = sqlx::query("SELECT store_id, open_shift_id FROM terminals WHERE tenant_id = $1 AND id = $2")
         .bind(tenant)
-        .bind(input.store_id)
-        .fetch_one(&mut *tx)
+        .bind(input.terminal_id)
+        .fetch_optional(&mut **tx)
         .await?;
-        let now = now_micros();
-        let receipt = Receipt {
-            id: input.id,
-            number,
-            kind: input.kind,
-            refund_of: input.refund_of,
-            store_id: input.store_id,
-            terminal_id: input.terminal_id,
-            shift_id,
-            cashier_token_id: actor.token_id,
-            customer_id: input.customer_id,
-            lines,
-            payments: input
-                .payments
-                .iter()
-                .map(|p| ReceiptPayment { method: p.method, amount: p.amount, payment_id: p.payment_id })
-                .collect(),
-            total,
-            vat_total,
-            discount_total,
-            warnings: precheck.warnings.clone(),
-            loyalty: None,
-            fiscal: input.fiscal.clone(),
-            note: input.note.clone(),
-            sold_at: input.sold_at.unwrap_or_else(|| ts(now)),
-            created_at: ts(now),
+    let shift_id: Option<Uuid> = match term {
+        None => {
+            errors.push(FieldError::new("terminal_id", "no such terminal"));
+            None
+        }
+        Some(r) => {
+            let store: Uuid = r.try_get("store_id")?;
+            if store != input.store_id {
+                errors.push(FieldError::new("terminal_id", "the terminal belongs to another store"));
+            }
+            let shift: Option<Uuid> = r.try_get("open_shift_id")?;
+            if shift.is_none() && settings.require_open_shift {
+                errors.push(FieldError::new("terminal_id", "no shift is open on this terminal (require_open_shift is on)"));
+            }
+            shift
+        }
+    };
+    if !store_exists(tx, tenant, input.store_id).await? {
+        errors.push(FieldError::new("store_id", "no such store"));
+    }
+    if let Some(c) = input.customer_id {
+        let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM customers WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant)
+            .bind(c)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if found.is_none() {
+            errors.push(FieldError::new("customer_id", "no such customer"));
+        }
+    }
+    if input.lines.is_empty() {
+        errors.push(FieldError::new("lines", "a receipt needs at least one line"));
+    }
+
+    // What a refund may take back, per product: (sold qty, price, discount, refunded so far).
+    let mut refundable: HashMap<Uuid, (i64, i64, i64, i64)> = HashMap::new();
+    match (input.kind, input.refund_of) {
+        (ReceiptType::Sale, Some(_)) => errors.push(FieldError::new("refund_of", "only a refund refers to a sale")),
+        (ReceiptType::Refund, None) => errors.push(FieldError::new("refund_of", "a refund must name the sale it refunds")),
+        (ReceiptType::Refund, Some(sale_id)) => match receipt_by_id(&mut **tx, tenant, sale_id).await? {
+            None => errors.push(FieldError::new("refund_of", "no such receipt")),
+            Some((sale, _)) if sale.kind != ReceiptType::Sale => {
+                errors.push(FieldError::new("refund_of", "a refund must refer to a sale"))
+            }
+            Some((sale, _)) => {
+                if sale.store_id != input.store_id {
+                    errors.push(FieldError::new("store_id", "a refund is made in the store of the sale"));
+                }
+                let done = refund_balance(tx, tenant, sale_id).await?;
+                for l in &sale.lines {
+                    let e = refundable.entry(l.product_id).or_insert((0, l.price, 0, 0));
+                    e.0 += l.qty.milli();
+                    e.2 += l.discount;
+                }
+                for (p, q) in done {
+                    if let Some(e) = refundable.get_mut(&p) {
+                        e.3 += q;
+                    }
+                }
+            }
+        },
+        (ReceiptType::Sale, None) => {}
+    }
+
+    let mut lines = Vec::with_capacity(input.lines.len());
+    let mut taking: HashMap<Uuid, i64> = HashMap::new();
+    let mut marking = MarkingLines::default();
+    for (i, l) in input.lines.iter().enumerate() {
+        let Some((p, deleted)) = product_in_tx(tx, tenant, l.product_id).await? else {
+            errors.push(FieldError::new(format!("lines[{i}].product_id"), "no such product"));
+            continue;
         };
-        let inserted = sqlx::query(
-            "INSERT INTO receipts (tenant_id, id, number, kind, refund_of, store_id, terminal_id, total, request_hash, doc, sold_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (tenant_id, id) DO NOTHING",
+        let codes = marking.check_line(tx, tenant, input, i, &p, &mut errors).await?;
+        let (price, discount) = match input.kind {
+            ReceiptType::Sale => {
+                if deleted || !p.active {
+                    errors.push(FieldError::new(format!("lines[{i}].product_id"), "the product is not on sale"));
+                    continue;
+                }
+                (l.price.unwrap_or(p.price), l.discount.unwrap_or(0))
+            }
+            ReceiptType::Refund => {
+                let Some(&(sold, price, disc, done)) = refundable.get(&l.product_id) else {
+                    if input.refund_of.is_some() && errors.iter().all(|e| e.field != "refund_of") {
+                        errors.push(FieldError::new(format!("lines[{i}].product_id"), "the sale has no such product"));
+                    }
+                    continue;
+                };
+                let t = taking.entry(l.product_id).or_insert(0);
+                *t += l.qty.milli();
+                if done + *t > sold {
+                    errors.push(FieldError::new(
+                        format!("lines[{i}].qty"),
+                        format!(
+                            "refunds more than was sold: sold {}, refunded before {}, left {}",
+                            Qty::from_milli(sold),
+                            Qty::from_milli(done),
+                            Qty::from_milli(sold - done)
+                        ),
+                    ));
+                    continue;
+                }
+                let default_discount = pro_rata(disc, l.qty, Qty::from_milli(sold));
+                (l.price.unwrap_or(price), l.discount.unwrap_or(default_discount))
+            }
+        };
+        match compute_line(price, l.qty, discount, p.vat_percent) {
+            Ok(a) => lines.push(ReceiptLine {
+                line_no: i as u32 + 1,
+                product_id: p.id,
+                sku: p.sku.clone(),
+                name: p.name.clone(),
+                qty: l.qty,
+                price,
+                discount,
+                amount: a.amount,
+                vat_percent: p.vat_percent,
+                vat_amount: a.vat_amount,
+                mxik: p.mxik.clone(),
+                package_code: p.package_code.clone(),
+                unit: p.unit,
+                // Normalised: real GS separators, no symbology prefix.
+                marking_codes: codes.iter().map(|(_, c)| c.raw().to_string()).collect(),
+            }),
+            Err(e) => {
+                let field = match e {
+                    savdo_domain::receipt::LineError::QtyNotPositive => "qty",
+                    savdo_domain::receipt::LineError::NegativePrice => "price",
+                    savdo_domain::receipt::LineError::NegativeDiscount
+                    | savdo_domain::receipt::LineError::DiscountTooLarge => "discount",
+                    savdo_domain::receipt::LineError::Overflow => "price",
+                };
+                errors.push(FieldError::new(format!("lines[{i}].{field}"), e.to_string()));
+            }
+        }
+    }
+    let total: i64 = lines.iter().map(|l| l.amount).sum();
+    let vat_total: i64 = lines.iter().map(|l| l.vat_amount).sum();
+    let discount_total: i64 = lines.iter().map(|l| l.discount).sum();
+    let mut paid: i64 = 0;
+    for (i, p) in input.payments.iter().enumerate() {
+        if p.amount <= 0 {
+            errors.push(FieldError::new(format!("payments[{i}].amount"), "must be greater than zero"));
+        }
+        paid = paid.saturating_add(p.amount);
+    }
+    if errors.is_empty() && paid != total {
+        errors.push(FieldError::new(
+            "payments",
+            format!("payments add up to {paid} tiyin but the receipt total is {total} tiyin"),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(StorageError::Invalid(errors));
+    }
+
+    let number: i64 = sqlx::query_scalar(
+        "UPDATE stores SET next_receipt_no = next_receipt_no + 1 WHERE tenant_id = $1 AND id = $2 RETURNING next_receipt_no - 1",
+    )
+    .bind(tenant)
+    .bind(input.store_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let now = now_micros();
+    let receipt = Receipt {
+        id: input.id,
+        number,
+        kind: input.kind,
+        refund_of: input.refund_of,
+        store_id: input.store_id,
+        terminal_id: input.terminal_id,
+        shift_id,
+        cashier_token_id: actor.token_id,
+        customer_id: input.customer_id,
+        lines,
+        payments: input
+            .payments
+            .iter()
+            .map(|p| ReceiptPayment { method: p.method, amount: p.amount, payment_id: p.payment_id })
+            .collect(),
+        total,
+        vat_total,
+        discount_total,
+        warnings: precheck.warnings.clone(),
+        loyalty: input.loyalty.clone(),
+        fiscal: input.fiscal.clone(),
+        note: input.note.clone(),
+        sold_at: input.sold_at.unwrap_or_else(|| ts(now)),
+        created_at: ts(now),
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO receipts (tenant_id, id, number, kind, refund_of, store_id, terminal_id, total, request_hash, doc, sold_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (tenant_id, id) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(receipt.id)
+    .bind(number)
+    .bind(receipt.kind.as_str())
+    .bind(receipt.refund_of)
+    .bind(receipt.store_id)
+    .bind(receipt.terminal_id)
+    .bind(total)
+    .bind(request_hash)
+    .bind(Json(&receipt))
+    .bind(receipt.sold_at.timestamp_micros())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        // A concurrent retry of the same id won the race: answer as it was stored.
+        let (r, hash) = receipt_by_id(&mut **tx, tenant, input.id).await?.ok_or(StorageError::NotFound("receipt"))?;
+        return replay(r, &hash, request_hash);
+    }
+    // QR payments (Payme, Click) used by this sale: paid, same amount, not used before.
+    if receipt.kind == ReceiptType::Sale {
+        let uses: Vec<(usize, Uuid, i64)> =
+            input.payments.iter().enumerate().filter_map(|(i, p)| p.payment_id.map(|id| (i, id, p.amount))).collect();
+        if !uses.is_empty() {
+            use_payments_in_tx(tx, tenant, receipt.id, &uses).await?;
+        }
+    }
+    let sign = match receipt.kind {
+        ReceiptType::Sale => -1,
+        ReceiptType::Refund => 1,
+    };
+    let mut levels = BTreeMap::new();
+    for l in &receipt.lines {
+        sqlx::query(
+            "INSERT INTO receipt_lines (tenant_id, receipt_id, line_no, product_id, qty, amount) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(tenant)
         .bind(receipt.id)
-        .bind(number)
-        .bind(receipt.kind.as_str())
-        .bind(receipt.refund_of)
-        .bind(receipt.store_id)
-        .bind(receipt.terminal_id)
-        .bind(total)
-        .bind(request_hash)
-        .bind(Json(&receipt))
-        .bind(receipt.sold_at.timestamp_micros())
-        .bind(now)
-        .execute(&mut *tx)
+        .bind(l.line_no as i64)
+        .bind(l.product_id)
+        .bind(l.qty.milli())
+        .bind(l.amount)
+        .execute(&mut **tx)
         .await?;
-        if inserted.rows_affected() == 0 {
-            // A concurrent retry of the same id won the race: answer as it was stored.
-            tx.rollback().await?;
-            let (r, hash) = receipt_by_id(&self.read, tenant, input.id).await?.ok_or(StorageError::NotFound("receipt"))?;
-            return replay(r, &hash, request_hash);
+        let lv = move_stock(tx, tenant, receipt.store_id, l.product_id, sign * l.qty.milli(), 0, receipt.kind.as_str(), receipt.id).await?;
+        if sign < 0 && settings.forbid_negative_stock && lv.available.milli() < 0 {
+            return Err(negative_stock(format!("lines[{}].qty", l.line_no - 1), &lv));
         }
-        // QR payments (Payme, Click) used by this sale: paid, same amount, not used before.
-        if receipt.kind == ReceiptType::Sale {
-            let uses: Vec<(usize, Uuid, i64)> =
-                input.payments.iter().enumerate().filter_map(|(i, p)| p.payment_id.map(|id| (i, id, p.amount))).collect();
-            if !uses.is_empty() {
-                use_payments_in_tx(&mut tx, tenant, receipt.id, &uses).await?;
-            }
-        }
-        let sign = match receipt.kind {
-            ReceiptType::Sale => -1,
-            ReceiptType::Refund => 1,
-        };
-        let mut levels = BTreeMap::new();
-        for l in &receipt.lines {
-            sqlx::query(
-                "INSERT INTO receipt_lines (tenant_id, receipt_id, line_no, product_id, qty, amount) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(tenant)
-            .bind(receipt.id)
-            .bind(l.line_no as i64)
-            .bind(l.product_id)
-            .bind(l.qty.milli())
-            .bind(l.amount)
-            .execute(&mut *tx)
-            .await?;
-            let lv = move_stock(&mut tx, tenant, receipt.store_id, l.product_id, sign * l.qty.milli(), 0, receipt.kind.as_str(), receipt.id).await?;
-            if sign < 0 && settings.forbid_negative_stock && lv.available.milli() < 0 {
-                return Err(negative_stock(format!("lines[{}].qty", l.line_no - 1), &lv));
-            }
-            levels.insert((receipt.store_id, l.product_id), lv);
-        }
-        let kind = match receipt.kind {
-            ReceiptType::Sale => "receipt.created",
-            ReceiptType::Refund => "receipt.refunded",
-        };
-        emit(&mut tx, tenant, kind, serde_json::to_value(&receipt)?).await?;
-        marking.register(&mut tx, tenant, &receipt, precheck.online).await?;
-        emit_levels(&mut tx, tenant, &levels).await?;
-        self.commit(tx).await?;
-        Ok(ReceiptOutcome::Created(receipt))
+        levels.insert((receipt.store_id, l.product_id), lv);
     }
+    let kind = match receipt.kind {
+        ReceiptType::Sale => "receipt.created",
+        ReceiptType::Refund => "receipt.refunded",
+    };
+    emit(tx, tenant, kind, serde_json::to_value(&receipt)?).await?;
+    marking.register(tx, tenant, &receipt, precheck.online).await?;
+    emit_levels(tx, tenant, &levels).await?;
+    Ok(ReceiptOutcome::Created(receipt))
+}
+
+/// Group commit: the receipts of a batch in one transaction, each under a savepoint so that
+/// one refused receipt undoes only its own writes; every caller is answered after the commit.
+#[async_trait]
+impl group_commit::BatchWriter for Backend {
+    async fn write_batch(&self, jobs: Vec<group_commit::Job>) {
+        if jobs.len() == 1 {
+            // Alone in the queue: written as without group commit.
+            for job in jobs {
+                let answer = self.write_alone(&job.actor, &job.input, &job.request_hash, &job.precheck).await;
+                let _ = job.reply.send(answer);
+            }
+            return;
+        }
+        let mut answers = Vec::with_capacity(jobs.len());
+        let failed = match self.begin().await {
+            Ok(mut tx) => match write_jobs(&mut tx, &jobs, &mut answers).await {
+                Ok(()) => self.commit(tx).await.err(),
+                Err(e) => Some(e),
+            },
+            Err(e) => Some(e),
+        };
+        if let Some(e) = &failed {
+            tracing::warn!(error = %e, receipts = jobs.len(), "group commit failed: none of its receipts was stored");
+        }
+        let mut answers = answers.into_iter();
+        for job in jobs {
+            let answer = match &failed {
+                None => answers.next().unwrap_or_else(|| Err(StorageError::Corrupt("group commit lost an answer".into()))),
+                Some(e) => Err(group_commit::batch_failed(e)),
+            };
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+/// The jobs of a batch in `tx`, one savepoint each; an answer per job in `answers`. An error
+/// means the transaction itself is broken: nothing of the batch may be committed.
+async fn write_jobs(tx: &mut Tx, jobs: &[group_commit::Job], answers: &mut Vec<Result<ReceiptOutcome>>) -> Result<()> {
+    // Receipts created earlier in this batch: a retry of one of them (same tenant and id) is
+    // answered from it, as it would be after its commit.
+    let mut created: HashMap<(Uuid, Uuid), (Receipt, &str)> = HashMap::new();
+    for job in jobs {
+        let key = (job.actor.tenant_id, job.input.id);
+        if let Some((r, hash)) = created.get(&key) {
+            answers.push(replay(r.clone(), hash, &job.request_hash));
+            continue;
+        }
+        // Not released after success (one round trip less): a name refers to its latest
+        // savepoint, and the commit releases them all. The cap keeps them few.
+        sqlx::raw_sql("SAVEPOINT receipt").execute(&mut **tx).await?;
+        let outcome = write_receipt(tx, &job.actor, &job.input, &job.request_hash, &job.precheck).await;
+        if let Ok(ReceiptOutcome::Created(r)) = &outcome {
+            created.insert(key, (r.clone(), &job.request_hash));
+        } else {
+            sqlx::raw_sql("ROLLBACK TO SAVEPOINT receipt").execute(&mut **tx).await?;
+        }
+        answers.push(outcome);
+    }
+    Ok(())
 }
 
 fn replay(r: Receipt, stored_hash: &str, request_hash: &str) -> Result<ReceiptOutcome> {

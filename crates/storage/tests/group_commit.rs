@@ -1,0 +1,726 @@
+//! Group commit of receipts, on SQLite and (with `SAVDO_TEST_DATABASE_URL`) PostgreSQL.
+//!
+//! Batches are made deterministic without timing: a second connection holds the lock the
+//! writer needs (SQLite's write lock; the store's row on PostgreSQL), so the writer's first
+//! receipt waits while the others queue, and the queue's counters say when they are all there.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use savdo_domain::Qty;
+use savdo_domain::receipt::{PaymentMethod, ReceiptType};
+use savdo_storage::backend::group_commit::{GroupCommit, GroupCommitStats};
+use savdo_storage::{
+    Actor, NewStockDoc, PaymentInput, PgStore, ProductFields, ReceiptInput, ReceiptLineInput,
+    ReceiptOutcome, SqliteStore, StockDocKind, StockDocLine, Storage, StorageError,
+};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+const PG_ENV: &str = "SAVDO_TEST_DATABASE_URL";
+const PRICE: i64 = 10_000;
+
+/// For each `async fn name(kind: Kind)`, a module `name` with a `sqlite` and a `postgres` test.
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(super::Kind::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if std::env::var(super::PG_ENV).is_ok_and(|v| !v.trim().is_empty()) {
+                        super::$name(super::Kind::Postgres).await;
+                    } else {
+                        eprintln!("SKIP postgres: {} is not set", super::PG_ENV);
+                    }
+                }
+            }
+        )*
+    };
+}
+
+backend_tests!(
+    concurrent_receipts_commit_once_each,
+    one_refused_receipt_fails_alone,
+    retries_in_one_batch_are_replays,
+    tenants_share_a_batch_not_their_data,
+    one_receipt_alone_is_written_as_before,
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+enum Concrete {
+    Sqlite(SqliteStore),
+    Pg(PgStore),
+}
+
+enum Raw {
+    Sqlite(sqlx::SqlitePool),
+    Pg(sqlx::PgPool),
+}
+
+/// A migrated fresh database with group commit set as asked; removed afterwards.
+struct Db {
+    store: Arc<dyn Storage>,
+    concrete: Concrete,
+    raw: Raw,
+    url: String,
+    dir: Option<std::path::PathBuf>,
+    drop_pg: Option<(String, String)>,
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let root = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{db}?{q}"),
+        None => format!("{root}/{db}"),
+    }
+}
+
+impl Db {
+    async fn open(kind: Kind, gc: GroupCommit) -> Db {
+        match kind {
+            Kind::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("savdo-gc-{}", Uuid::new_v4()));
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                let url = format!("sqlite://{}", dir.join("savdo.db").display());
+                let s = SqliteStore::connect(&url)
+                    .await
+                    .expect("open sqlite")
+                    .with_group_commit(gc);
+                s.migrate().await.expect("migrate");
+                let raw = sqlx::SqlitePool::connect(&url).await.expect("raw pool");
+                Db {
+                    store: Arc::new(s.clone()),
+                    concrete: Concrete::Sqlite(s),
+                    raw: Raw::Sqlite(raw),
+                    url,
+                    dir: Some(dir),
+                    drop_pg: None,
+                }
+            }
+            Kind::Postgres => {
+                let admin = std::env::var(PG_ENV).expect("postgres url");
+                let name = format!("savdo_gc_{}", Uuid::new_v4().simple());
+                let mut c = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("{PG_ENV} is set but unreachable: {e}"));
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&mut c)
+                    .await
+                    .expect("create database");
+                let _ = c.close().await;
+                let url = with_db(&admin, &name);
+                let s = PgStore::connect(&url)
+                    .await
+                    .expect("open postgres")
+                    .with_group_commit(gc);
+                s.migrate().await.expect("migrate");
+                Db {
+                    store: Arc::new(s.clone()),
+                    concrete: Concrete::Pg(s),
+                    raw: Raw::Pg(sqlx::PgPool::connect(&url).await.expect("raw pool")),
+                    url,
+                    dir: None,
+                    drop_pg: Some((admin, name)),
+                }
+            }
+        }
+    }
+
+    fn stats(&self) -> GroupCommitStats {
+        match &self.concrete {
+            Concrete::Sqlite(s) => s.group_commit_stats(),
+            Concrete::Pg(s) => s.group_commit_stats(),
+        }
+        .expect("group commit is on")
+    }
+
+    /// Hold what the writer's next transaction needs, until [`Lock::release`].
+    async fn lock(&self, store_id: Uuid) -> Lock {
+        match &self.raw {
+            Raw::Sqlite(_) => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql("BEGIN IMMEDIATE")
+                    .execute(&mut c)
+                    .await
+                    .expect("write lock");
+                Lock::Sqlite(c)
+            }
+            Raw::Pg(_) => {
+                let mut c = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql("BEGIN").execute(&mut c).await.expect("begin");
+                sqlx::query("SELECT id FROM stores WHERE id = $1 FOR UPDATE")
+                    .bind(store_id)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("row lock");
+                Lock::Pg(c)
+            }
+        }
+    }
+
+    /// (receipt id, event type) of every receipt event of a tenant.
+    async fn receipt_events(&self, tenant: Uuid) -> Vec<(Uuid, String)> {
+        let sql = "SELECT type, data FROM outbox WHERE tenant_id = $1 AND type LIKE 'receipt.%' ORDER BY seq";
+        let rows: Vec<(String, Json<Value>)> = match &self.raw {
+            Raw::Sqlite(p) => sqlx::query_as(sql).bind(tenant).fetch_all(p).await,
+            Raw::Pg(p) => sqlx::query_as(sql).bind(tenant).fetch_all(p).await,
+        }
+        .expect("read outbox");
+        rows.into_iter()
+            .map(|(t, d)| {
+                let id = d.0["id"].as_str().and_then(|s| s.parse().ok());
+                (id.expect("receipt id in the event"), t)
+            })
+            .collect()
+    }
+
+    /// Receipt rows of a tenant, by id.
+    async fn receipt_rows(&self, tenant: Uuid) -> HashMap<Uuid, i64> {
+        let sql = "SELECT id, COUNT(*) FROM receipts WHERE tenant_id = $1 GROUP BY id";
+        let rows: Vec<(Uuid, i64)> = match &self.raw {
+            Raw::Sqlite(p) => sqlx::query_as(sql).bind(tenant).fetch_all(p).await,
+            Raw::Pg(p) => sqlx::query_as(sql).bind(tenant).fetch_all(p).await,
+        }
+        .expect("read receipts");
+        rows.into_iter().collect()
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some((admin, name)) = self.drop_pg.take() {
+            // Drop runs inside the test's runtime: a thread with its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        )))
+                        .execute(&mut c)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+enum Lock {
+    Sqlite(sqlx::SqliteConnection),
+    Pg(sqlx::PgConnection),
+}
+
+impl Lock {
+    async fn release(self) {
+        match self {
+            Lock::Sqlite(mut c) => sqlx::raw_sql("ROLLBACK").execute(&mut c).await.map(drop),
+            Lock::Pg(mut c) => sqlx::raw_sql("ROLLBACK").execute(&mut c).await.map(drop),
+        }
+        .expect("release");
+    }
+}
+
+/// Wait until `cond` holds; a hang guard, not a timing assertion.
+async fn until<F: FnMut() -> bool>(what: &str, mut cond: F) {
+    for _ in 0..3000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// A tenant with a store, a terminal and `n` products with `stock` units each.
+struct Shop {
+    actor: Actor,
+    store_id: Uuid,
+    terminal_id: Uuid,
+    products: Vec<Uuid>,
+}
+
+async fn shop(store: &Arc<dyn Storage>, name: &str, n: usize, stock: i64) -> Shop {
+    let t = store.create_tenant(name).await.expect("tenant");
+    let actor = Actor::system(t.id);
+    let s = store
+        .create_store(&actor, "Chilonzor", None)
+        .await
+        .expect("store");
+    let term = store
+        .create_terminal(&actor, s.id, "Till 1")
+        .await
+        .expect("terminal");
+    let mut products = Vec::new();
+    for i in 0..n {
+        let p = store
+            .create_product(
+                &actor,
+                &ProductFields {
+                    sku: format!("SKU-{i}"),
+                    name: format!("Product {i}"),
+                    barcodes: Vec::new(),
+                    price: PRICE,
+                    vat_percent: 12,
+                    mxik: None,
+                    package_code: None,
+                    unit: 1,
+                    marked: false,
+                    active: true,
+                },
+            )
+            .await
+            .expect("product");
+        products.push(p.id);
+    }
+    store
+        .create_stock_doc(
+            &actor,
+            &NewStockDoc {
+                kind: StockDocKind::Supply,
+                store_id: s.id,
+                to_store_id: None,
+                note: None,
+                lines: products
+                    .iter()
+                    .map(|&product_id| StockDocLine {
+                        product_id,
+                        qty: Qty::units(stock),
+                        cost: None,
+                    })
+                    .collect(),
+            },
+        )
+        .await
+        .expect("supply");
+    Shop {
+        actor,
+        store_id: s.id,
+        terminal_id: term.id,
+        products,
+    }
+}
+
+/// A cash sale of `(product, units)` lines, with a loyalty record.
+fn sale(shop: &Shop, lines: &[(Uuid, i64)]) -> ReceiptInput {
+    ReceiptInput {
+        id: Uuid::now_v7(),
+        kind: ReceiptType::Sale,
+        refund_of: None,
+        store_id: shop.store_id,
+        terminal_id: shop.terminal_id,
+        customer_id: None,
+        lines: lines
+            .iter()
+            .map(|&(product_id, units)| ReceiptLineInput {
+                product_id,
+                qty: Qty::units(units),
+                price: None,
+                discount: None,
+                marking_codes: Vec::new(),
+            })
+            .collect(),
+        payments: vec![PaymentInput {
+            method: PaymentMethod::Cash,
+            amount: lines.iter().map(|(_, u)| u * PRICE).sum(),
+            payment_id: None,
+        }],
+        sold_at: None,
+        fiscal: None,
+        note: None,
+        loyalty: Some(json!({"card": "JC-1", "points": 12})),
+    }
+}
+
+type Answer = tokio::task::JoinHandle<Result<ReceiptOutcome, StorageError>>;
+
+fn submit(db: &Db, actor: &Actor, input: &ReceiptInput, hash: &str) -> Answer {
+    let (store, actor, input, hash) = (
+        db.store.clone(),
+        actor.clone(),
+        input.clone(),
+        hash.to_owned(),
+    );
+    tokio::spawn(async move { store.submit_receipt(&actor, &input, &hash).await })
+}
+
+/// Submit one at a time into the queue, so the batch keeps this order.
+async fn submit_in_order(db: &Db, items: Vec<(Actor, ReceiptInput, String)>) -> Vec<Answer> {
+    let mut out = Vec::new();
+    for (actor, input, hash) in items {
+        let before = db.stats().queued;
+        out.push(submit(db, &actor, &input, &hash));
+        until("the receipt is queued", || db.stats().queued > before).await;
+    }
+    out
+}
+
+/// Hold the lock, put a first receipt into the writer (where it waits), queue `items` in order,
+/// release: `items` are then written as one batch. Returns the first answer and the items'.
+async fn one_batch(
+    db: &Db,
+    first: (&Shop, ReceiptInput),
+    items: Vec<(Actor, ReceiptInput, String)>,
+) -> (
+    Result<ReceiptOutcome, StorageError>,
+    Vec<Result<ReceiptOutcome, StorageError>>,
+) {
+    let before = db.stats();
+    let lock = db.lock(first.0.store_id).await;
+    let head = submit(db, &first.0.actor, &first.1, "first");
+    until("the first receipt is in the writer", || {
+        let s = db.stats();
+        s.batches == before.batches + 1 && s.queued == 0
+    })
+    .await;
+    let n = items.len() as u64;
+    let answers = submit_in_order(db, items).await;
+    lock.release().await;
+    let head = head.await.expect("task");
+    let mut out = Vec::new();
+    for a in answers {
+        out.push(a.await.expect("task"));
+    }
+    let after = db.stats();
+    assert_eq!(
+        after.batches,
+        before.batches + 2,
+        "the first alone, then one batch"
+    );
+    assert_eq!(after.largest_batch, before.largest_batch.max(n));
+    (head, out)
+}
+
+fn created(r: &Result<ReceiptOutcome, StorageError>) -> &savdo_storage::Receipt {
+    match r {
+        Ok(ReceiptOutcome::Created(r)) => r,
+        other => panic!("expected a created receipt, got {other:?}"),
+    }
+}
+
+/// Every stock level of the store equals the sum of its movements.
+async fn stock_matches_movements(store: &Arc<dyn Storage>, shop: &Shop) -> BTreeMap<Uuid, i64> {
+    let tenant = shop.actor.tenant_id;
+    let mut sums: BTreeMap<Uuid, i64> = BTreeMap::new();
+    for m in store
+        .movements(tenant, Some(shop.store_id), None)
+        .await
+        .expect("movements")
+    {
+        *sums.entry(m.product_id).or_default() += m.delta.milli();
+    }
+    let levels = store
+        .stock(tenant, Some(shop.store_id), None)
+        .await
+        .expect("stock");
+    for l in &levels {
+        assert_eq!(
+            l.on_hand.milli(),
+            sums.get(&l.product_id).copied().unwrap_or(0),
+            "stock of {} = sum of its movements",
+            l.product_id
+        );
+    }
+    levels
+        .iter()
+        .map(|l| (l.product_id, l.on_hand.milli()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn concurrent_receipts_commit_once_each(kind: Kind) {
+    let db = Db::open(kind, GroupCommit::ON).await;
+    let shop = shop(&db.store, "Many tills", 5, 1000).await;
+    let inputs: Vec<ReceiptInput> = (0..64)
+        .map(|i| {
+            let p = &shop.products;
+            sale(
+                &shop,
+                &[(p[i % 5], 1), (p[(i + 1) % 5], 2), (p[(i + 2) % 5], 1)],
+            )
+        })
+        .collect();
+    // The writer's first transaction waits on the lock while the rest queue behind it.
+    let lock = db.lock(shop.store_id).await;
+    let answers: Vec<Answer> = inputs
+        .iter()
+        .map(|r| submit(&db, &shop.actor, r, &format!("h-{}", r.id)))
+        .collect();
+    until("every receipt is taken or queued", || {
+        let s = db.stats();
+        s.batches == 1 && s.receipts + s.queued == 64
+    })
+    .await;
+    lock.release().await;
+    let mut numbers = Vec::new();
+    for a in answers {
+        let r = created(&a.await.expect("task")).clone();
+        assert_eq!(r.loyalty, Some(json!({"card": "JC-1", "points": 12})));
+        numbers.push(r.number);
+    }
+    let s = db.stats();
+    assert_eq!(s.receipts, 64);
+    assert!(s.largest_batch > 1, "receipts were batched: {s:?}");
+    assert!(s.largest_batch <= 32, "no batch above the cap: {s:?}");
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 64, "each receipt its own number");
+
+    let tenant = shop.actor.tenant_id;
+    let rows = db.receipt_rows(tenant).await;
+    assert_eq!(rows.len(), 64);
+    for r in &inputs {
+        assert_eq!(rows.get(&r.id), Some(&1), "stored once");
+        let stored = db.store.get_receipt(tenant, r.id).await.expect("stored");
+        assert_eq!(stored.loyalty, Some(json!({"card": "JC-1", "points": 12})));
+    }
+    let events = db.receipt_events(tenant).await;
+    assert_eq!(events.len(), 64);
+    for r in &inputs {
+        let n = events
+            .iter()
+            .filter(|(id, t)| *id == r.id && t == "receipt.created")
+            .count();
+        assert_eq!(n, 1, "one receipt.created for {}", r.id);
+    }
+    let levels = stock_matches_movements(&db.store, &shop).await;
+    let sold: i64 = inputs
+        .iter()
+        .flat_map(|r| r.lines.iter().map(|l| l.qty.milli()))
+        .sum();
+    assert_eq!(levels.values().sum::<i64>(), 5 * 1_000_000 - sold);
+}
+
+async fn one_refused_receipt_fails_alone(kind: Kind) {
+    // The same receipts, one transaction each, without group commit: what "before" answers.
+    let expected = {
+        let db = Db::open(kind, GroupCommit::OFF).await;
+        let shop = shop(&db.store, "Strict", 3, 5).await;
+        db.store
+            .update_settings(&shop.actor, &json!({"forbid_negative_stock": true}))
+            .await
+            .expect("settings");
+        let p = &shop.products;
+        let mut errors = Vec::new();
+        for lines in [vec![(p[0], 3)], vec![(p[1], 1), (p[0], 3)], vec![(p[2], 2)]] {
+            errors.push(
+                db.store
+                    .submit_receipt(&shop.actor, &sale(&shop, &lines), "h")
+                    .await
+                    .err()
+                    .map(|e| format!("{e:?}")),
+            );
+        }
+        errors
+    };
+    assert!(expected[0].is_none() && expected[1].is_some() && expected[2].is_none());
+
+    let db = Db::open(kind, GroupCommit::ON).await;
+    let shop = shop(&db.store, "Strict", 3, 5).await;
+    db.store
+        .update_settings(&shop.actor, &json!({"forbid_negative_stock": true}))
+        .await
+        .expect("settings");
+    let p = shop.products.clone();
+    let first = sale(&shop, &[(p[2], 1)]);
+    let batch = [
+        sale(&shop, &[(p[0], 3)]),
+        // Line 2 takes 3 of the 2 left after the receipt before it in the same batch.
+        sale(&shop, &[(p[1], 1), (p[0], 3)]),
+        sale(&shop, &[(p[2], 2)]),
+    ];
+    let items = batch
+        .iter()
+        .map(|r| (shop.actor.clone(), r.clone(), "h".to_string()))
+        .collect();
+    let (head, answers) = one_batch(&db, (&shop, first.clone()), items).await;
+    created(&head);
+    created(&answers[0]);
+    created(&answers[2]);
+    let got = answers[1].as_ref().err().map(|e| format!("{e:?}"));
+    assert_eq!(got, expected[1], "the same problem as without group commit");
+    match &answers[1] {
+        Err(StorageError::Invalid(f)) => assert_eq!(f[0].field, "lines[1].qty"),
+        other => panic!("expected a field problem, got {other:?}"),
+    }
+
+    let tenant = shop.actor.tenant_id;
+    let rows = db.receipt_rows(tenant).await;
+    assert_eq!(rows.len(), 3, "the refused receipt left nothing");
+    assert!(!rows.contains_key(&batch[1].id));
+    let events = db.receipt_events(tenant).await;
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|(id, _)| *id != batch[1].id));
+    let levels = stock_matches_movements(&db.store, &shop).await;
+    assert_eq!(
+        levels[&p[0]], 2000,
+        "only the committed sale of product 0 counts"
+    );
+    assert_eq!(
+        levels[&p[1]], 5000,
+        "the refused receipt's first line was undone"
+    );
+    assert_eq!(levels[&p[2]], 2000);
+    // Receipt numbers: the refused one took none.
+    let mut numbers: Vec<i64> = [&head, &answers[0], &answers[2]]
+        .iter()
+        .map(|a| created(a).number)
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, vec![numbers[0], numbers[0] + 1, numbers[0] + 2]);
+}
+
+async fn retries_in_one_batch_are_replays(kind: Kind) {
+    let db = Db::open(kind, GroupCommit::ON).await;
+    let shop = shop(&db.store, "Retries", 2, 100).await;
+    let p = shop.products.clone();
+    let first = sale(&shop, &[(p[1], 1)]);
+    let r = sale(&shop, &[(p[0], 2), (p[1], 1)]);
+    let other = sale(&shop, &[(p[0], 1)]);
+    let mut changed = r.clone();
+    changed.note = Some("another content, same id".into());
+    let a = shop.actor.clone();
+    let items = vec![
+        (a.clone(), r.clone(), "h-r".to_string()),
+        (a.clone(), r.clone(), "h-r".to_string()),
+        (a.clone(), other.clone(), "h-o".to_string()),
+        (a.clone(), changed, "h-changed".to_string()),
+        (a.clone(), r.clone(), "h-r".to_string()),
+    ];
+    let (head, answers) = one_batch(&db, (&shop, first), items).await;
+    created(&head);
+    let stored = created(&answers[0]).clone();
+    for i in [1, 4] {
+        match &answers[i] {
+            Ok(ReceiptOutcome::Replayed(x)) => {
+                assert_eq!(x.id, stored.id);
+                assert_eq!(x.number, stored.number);
+            }
+            other => panic!("retry {i}: expected a replay, got {other:?}"),
+        }
+    }
+    created(&answers[2]);
+    match &answers[3] {
+        Err(StorageError::Conflict { field, .. }) => assert_eq!(field.as_deref(), Some("id")),
+        other => panic!("expected a conflict on id, got {other:?}"),
+    }
+    // After the batch, a retry is a replay from the database, as always.
+    match db.store.submit_receipt(&shop.actor, &r, "h-r").await {
+        Ok(ReceiptOutcome::Replayed(x)) => assert_eq!(x.number, stored.number),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+
+    let tenant = shop.actor.tenant_id;
+    let rows = db.receipt_rows(tenant).await;
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.get(&r.id), Some(&1));
+    let events = db.receipt_events(tenant).await;
+    assert_eq!(events.iter().filter(|(id, _)| *id == r.id).count(), 1);
+    let moves = db
+        .store
+        .movements(tenant, Some(shop.store_id), None)
+        .await
+        .expect("movements");
+    assert_eq!(moves.iter().filter(|m| m.doc_id == r.id).count(), 2);
+    let levels = stock_matches_movements(&db.store, &shop).await;
+    assert_eq!(levels[&p[0]], 97_000);
+    assert_eq!(levels[&p[1]], 98_000);
+}
+
+async fn tenants_share_a_batch_not_their_data(kind: Kind) {
+    let db = Db::open(kind, GroupCommit::ON).await;
+    let a = shop(&db.store, "Shop A", 1, 10).await;
+    let b = shop(&db.store, "Shop B", 1, 10).await;
+    let ra = sale(&a, &[(a.products[0], 1)]);
+    // The same client id at another tenant is another receipt.
+    let mut rb = sale(&b, &[(b.products[0], 2)]);
+    rb.id = ra.id;
+    // A receipt of tenant B naming tenant A's store and product is refused.
+    let cross = sale(&a, &[(a.products[0], 1)]);
+    let items = vec![
+        (a.actor.clone(), ra.clone(), "h".to_string()),
+        (b.actor.clone(), rb.clone(), "h".to_string()),
+        (b.actor.clone(), cross.clone(), "h".to_string()),
+    ];
+    let (_, answers) = one_batch(&db, (&a, sale(&a, &[(a.products[0], 1)])), items).await;
+    assert_eq!(created(&answers[0]).total, PRICE);
+    assert_eq!(created(&answers[1]).total, 2 * PRICE);
+    assert!(
+        matches!(&answers[2], Err(StorageError::Invalid(_))),
+        "{:?}",
+        answers[2]
+    );
+    let ga = db
+        .store
+        .get_receipt(a.actor.tenant_id, ra.id)
+        .await
+        .unwrap();
+    let gb = db
+        .store
+        .get_receipt(b.actor.tenant_id, ra.id)
+        .await
+        .unwrap();
+    assert_eq!((ga.total, gb.total), (PRICE, 2 * PRICE));
+    assert_eq!(db.receipt_rows(a.actor.tenant_id).await.len(), 2);
+    assert_eq!(db.receipt_rows(b.actor.tenant_id).await.len(), 1);
+    assert_eq!(
+        stock_matches_movements(&db.store, &a).await[&a.products[0]],
+        8000
+    );
+    assert_eq!(
+        stock_matches_movements(&db.store, &b).await[&b.products[0]],
+        8000
+    );
+}
+
+async fn one_receipt_alone_is_written_as_before(kind: Kind) {
+    let db = Db::open(kind, GroupCommit::ON).await;
+    let shop = shop(&db.store, "Quiet", 1, 10).await;
+    let mut numbers = Vec::new();
+    for _ in 0..3 {
+        let r = sale(&shop, &[(shop.products[0], 1)]);
+        let got = db.store.submit_receipt(&shop.actor, &r, "h").await;
+        numbers.push(created(&got).number);
+        // A retry after the answer is a replay.
+        let again = db.store.submit_receipt(&shop.actor, &r, "h").await;
+        assert!(matches!(again, Ok(ReceiptOutcome::Replayed(_))));
+    }
+    let s = db.stats();
+    assert_eq!((s.batches, s.receipts, s.largest_batch), (3, 3, 1), "{s:?}");
+    assert_eq!(numbers, vec![numbers[0], numbers[0] + 1, numbers[0] + 2]);
+    let levels = stock_matches_movements(&db.store, &shop).await;
+    assert_eq!(levels[&shop.products[0]], 7000);
+}
