@@ -41,7 +41,10 @@ async fn handle(st: AppState, req: Request, next: Next) -> Result<Response, ApiE
         .await
         .map_err(|_| ApiError::TooLarge(MAX_BODY))?;
     let mut h = Sha256::new();
+    // The query is part of the request: `?reserve=true` with the same key is another request.
     h.update(parts.uri.path().as_bytes());
+    h.update([0]);
+    h.update(parts.uri.query().unwrap_or("").as_bytes());
     h.update([0]);
     h.update(&bytes);
     let hash = hex::encode(h.finalize());

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
+pub mod order_import;
 pub mod routes;
 pub mod state;
 
@@ -79,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/loyalty/quote", post(loyalty::quote))
         .route("/loyalty/transactions", get(loyalty::transactions))
         .route("/invoices", post(invoices::create).get(invoices::list))
+        .route("/invoices/import", post(invoice_import::import))
         .route("/invoices/{id}", get(invoices::get))
         .route("/invoices/{id}/reserve", post(invoices::reserve))
         .route("/invoices/{id}/ship", post(invoices::ship))
@@ -121,6 +123,19 @@ pub fn router(state: AppState) -> Router {
         .route("/integrations/{id}/jobs", get(integrations::jobs))
         .route("/integrations/{id}/jobs/{job_id}", get(integrations::job))
         .route("/integrations/{id}/log", get(integrations::log))
+        .route(
+            "/integrations/{id}/mappings",
+            get(marketplace::list).put(marketplace::put),
+        )
+        .route(
+            "/integrations/{id}/mappings/unmapped-local",
+            get(marketplace::unmapped_local),
+        )
+        .route("/integrations/{id}/orders", get(marketplace_orders::list))
+        .route(
+            "/integrations/{id}/orders/{external_id}/retry",
+            post(marketplace_orders::retry),
+        )
         .route(
             "/openapi.json",
             get(|| async { axum::Json(openapi::ApiDoc::openapi()) }),

@@ -2,6 +2,7 @@
 
 mod config;
 mod demo;
+mod import;
 mod workers;
 
 use std::net::SocketAddr;
@@ -63,6 +64,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TenantCmd,
     },
+    /// Import data files into the configured database.
+    Import {
+        #[command(subcommand)]
+        cmd: import::ImportCmd,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -78,7 +84,7 @@ struct BusArgs {
 #[derive(Subcommand)]
 enum VaultCmd {
     /// Make a new key active (old keys stay for decryption) and re-encrypt every stored
-    /// credential under it, in batches, while servers keep running. With `SAVDO_MASTER_KEY`,
+    /// credential and webhook signing secret under it, in batches, while servers keep running. With `SAVDO_MASTER_KEY`,
     /// prepend the new key to the variable first; this then re-encrypts under it.
     Rotate {
         /// Credentials re-encrypted per batch.
@@ -159,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
             let (store, r) = open(&cli.db).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let platform = workers::Platform::new(store, &r.data_dir)?;
+            savdo_webhooks::seal_at_start(&platform.store, &platform.vault).await?;
             let workers = if no_workers {
                 Vec::new()
             } else {
@@ -180,12 +187,14 @@ async fn main() -> anyhow::Result<()> {
             let (store, r) = open(&cli.db).await?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let platform = workers::Platform::new(store, &r.data_dir)?;
+            savdo_webhooks::seal_at_start(&platform.store, &platform.vault).await?;
             let handles = platform.start_workers(&bus, stop_rx).await?;
             shutdown_signal().await;
             let _ = stop_tx.send(true);
             workers::join(handles).await;
         }
         Cmd::Demo { args, bus } => demo::run(cli.db.clone(), bus, args).await?,
+        Cmd::Import { cmd } => import::run(&cli.db, cmd).await?,
         Cmd::Migrate => {
             let (_store, r) = open(&cli.db).await?;
             tracing::info!(database = %redact(&r.database_url), "migrations applied");
@@ -202,14 +211,21 @@ async fn main() -> anyhow::Result<()> {
                 vault.rotate().context("cannot rotate the vault key")?;
             }
             let report = savdo_integrations::reencrypt_all(&store, &vault, batch.max(1)).await?;
+            // Webhook signing secrets are sealed by the same vault (rows from before sealing too).
+            let webhooks = savdo_webhooks::reseal_all(&store, &vault, batch.max(1)).await?;
             println!(
                 "{}",
-                serde_json::json!({"previous_key": previous, "report": report})
+                serde_json::json!({"previous_key": previous, "report": report, "webhooks": webhooks})
             );
             anyhow::ensure!(
                 report.failed.is_empty(),
                 "{} credential(s) could not be decrypted with any key of the ring",
                 report.failed.len()
+            );
+            anyhow::ensure!(
+                webhooks.failed.is_empty(),
+                "{} webhook secret(s) could not be decrypted with any key of the ring",
+                webhooks.failed.len()
             );
         }
         Cmd::Tenant {

@@ -18,6 +18,7 @@ pub async fn start(
     marking: Arc<dyn savdo_hub::MarkingCheck>,
     extra: Vec<Arc<dyn Consumer>>,
     stop: watch::Receiver<bool>,
+    vault: Arc<savdo_integrations::VaultHandle>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let bus = match &args.nats_url {
         Some(url) => Bus::nats(url).await?,
@@ -48,6 +49,7 @@ pub async fn start(
         ..Default::default()
     };
     let deliveries = savdo_webhooks::DeliveryWorker::new(store, clock, config);
+    let deliveries = deliveries.with_vault(vault);
     handles.push(tokio::spawn(async move { deliveries.run(stop).await }));
     Ok(handles)
 }
@@ -57,6 +59,11 @@ pub fn registry() -> Arc<savdo_hub::Registry> {
     let mut r = savdo_hub::Registry::builtin();
     savdo_connectors::aslbelgisi::register(&mut r);
     savdo_connectors::jowi_club::register(&mut r);
+    savdo_connectors::payme::register(&mut r);
+    savdo_connectors::click::register(&mut r);
+    savdo_connectors::uzum::register(&mut r);
+    savdo_connectors::wildberries::register(&mut r);
+    savdo_connectors::ozon::register(&mut r);
     Arc::new(r)
 }
 
@@ -114,13 +121,9 @@ pub fn start_jobs(
     hub: savdo_hub::HttpHub,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let runner = savdo_integrations::JobRunner::new(
-        store,
-        vault,
-        registry(),
-        Some(hub),
-        Arc::new(savdo_integrations::SyncRegistry::new()),
-    );
+    let sync = sync_registry(store.clone());
+    let runner =
+        savdo_integrations::JobRunner::new(store, vault, registry(), Some(hub), Arc::new(sync));
     tokio::spawn(runner.run(stop))
 }
 
@@ -162,14 +165,46 @@ impl Platform {
                     self.hub.clone(),
                 )),
             ));
+        // Marketplace stock: the consumer marks items due and wakes the pusher.
+        let stock_wake = Arc::new(tokio::sync::Notify::new());
+        let marketplace_stock: Arc<dyn Consumer> = Arc::new(
+            savdo_connectors::marketplace::stock_push::StockChanges::new(self.store.clone())
+                .with_wake(stock_wake.clone()),
+        );
         let mut handles = start(
             self.store.clone(),
             bus,
             self.marking.clone(),
-            vec![loyalty],
+            vec![loyalty, marketplace_stock],
             stop.clone(),
+            self.vault.clone(),
         )
         .await?;
+        handles.push(start_order_poller(
+            self.store.clone(),
+            self.vault.clone(),
+            self.hub.clone(),
+            stop.clone(),
+        ));
+        handles.push(start_stock_pusher(
+            self.store.clone(),
+            self.vault.clone(),
+            self.hub.clone(),
+            stock_wake,
+            stop.clone(),
+        ));
+        // Receipts and marking codes whose consumer gave up are settled by periodic passes.
+        handles.push(tokio::spawn(
+            savdo_connectors::fiscal_reconcile::FiscalReconcile::new(self.store.clone())
+                .run(stop.clone()),
+        ));
+        handles.push(tokio::spawn(
+            savdo_connectors::marking_reconcile::MarkingReconcile::new(
+                self.store.clone(),
+                self.marking.clone(),
+            )
+            .run(stop.clone()),
+        ));
         handles.push(start_jobs(
             self.store.clone(),
             self.vault.clone(),
@@ -187,6 +222,7 @@ impl Platform {
         state.marking = Some(self.marking.clone());
         state.webhooks_allow_private = webhooks_allow_private;
         state.hooks = Arc::new(hook_handlers(self.vault.clone()));
+        state.sync = Arc::new(sync_registry(self.store.clone()));
         state
     }
 }
@@ -206,4 +242,59 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
     }
+}
+
+/// The marketplace order poller (Uzum, Wildberries, Ozon have no order webhooks): every
+/// `SAVDO_MARKETPLACE_POLL_SECS` seconds (default 60) per integration, under a lease so that
+/// several processes share the integrations.
+pub fn start_order_poller(
+    store: Arc<dyn Storage>,
+    vault: Arc<savdo_integrations::VaultHandle>,
+    hub: savdo_hub::HttpHub,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    use savdo_connectors::marketplace::orders::{
+        HubConnectors, OrderPoller, PollerConfig, marketplace_kinds,
+    };
+    let registry = registry();
+    let mut config = PollerConfig::default();
+    if let Some(secs) = std::env::var("SAVDO_MARKETPLACE_POLL_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+    {
+        config.interval = Duration::from_secs(secs);
+    }
+    let poller = OrderPoller::new(
+        store,
+        Arc::new(HubConnectors::new(vault, registry.clone(), hub)),
+        marketplace_kinds(&registry),
+        Arc::new(SystemClock),
+        config,
+    );
+    tokio::spawn(poller.run(stop))
+}
+
+/// Sync handlers by (integration type, what): the marketplaces' "products", "stock" and
+/// "prices" jobs.
+pub fn sync_registry(store: Arc<dyn Storage>) -> savdo_integrations::SyncRegistry {
+    let mut sync = savdo_integrations::SyncRegistry::new();
+    let engine = savdo_connectors::marketplace::stock_push::system_engine(store);
+    savdo_connectors::marketplace::mapping::register_sync(&mut sync, engine, None);
+    sync
+}
+
+/// The marketplace stock and price pusher (one request at a time per integration, across
+/// processes through a lease in storage).
+pub fn start_stock_pusher(
+    store: Arc<dyn Storage>,
+    vault: Arc<savdo_integrations::VaultHandle>,
+    hub: savdo_hub::HttpHub,
+    wake: Arc<tokio::sync::Notify>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    use savdo_connectors::marketplace::stock_push::{ConnectorPool, StockPusher, system_engine};
+    let pool = Arc::new(ConnectorPool::new(vault, registry(), hub));
+    let pusher = StockPusher::new(system_engine(store), pool).with_wake(wake);
+    tokio::spawn(pusher.run(stop))
 }

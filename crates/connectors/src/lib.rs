@@ -5,7 +5,13 @@
 pub mod aslbelgisi;
 pub mod click;
 pub mod fiscal_gateway;
+pub mod fiscal_reconcile;
 pub mod jowi_club;
 pub mod loyalty_accrual;
+pub mod marketplace;
 pub mod marking_recheck;
+pub mod marking_reconcile;
+pub mod ozon;
 pub mod payme;
+pub mod uzum;
+pub mod wildberries;

@@ -8,6 +8,8 @@ pub mod error;
 pub mod fiscal;
 pub mod integrations;
 pub mod loyalty;
+pub mod marketplace;
+pub mod marketplace_orders;
 pub mod marking;
 pub mod model;
 pub mod payments;
@@ -28,6 +30,8 @@ pub use error::{FieldError, Result, StorageError};
 pub use fiscal::FiscalStore;
 pub use integrations::IntegrationStore;
 pub use loyalty::LoyaltyStore;
+pub use marketplace::MarketplaceStore;
+pub use marketplace_orders::MarketplaceOrderStore;
 pub use marking::{MarkingPrecheck, MarkingStore, OnlineCheck};
 pub use model::*;
 pub use payments::PaymentStore;
@@ -45,6 +49,8 @@ pub trait Storage:
     + FiscalStore
     + PaymentStore
     + LoyaltyStore
+    + MarketplaceStore
+    + MarketplaceOrderStore
     + Send
     + Sync
     + 'static

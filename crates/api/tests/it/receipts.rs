@@ -335,6 +335,10 @@ async fn idempotency_key_header(srv: Srv) {
     srv.raw(Method::POST, "/api/v1/customers", ct, body.clone(), &key)
         .await
         .problem(422, None);
+    // …and so is the same route with another query (`?reserve=true` changes what a POST does).
+    srv.raw(Method::POST, "/api/v1/stores?x=1", ct, body.clone(), &key)
+        .await
+        .problem(422, None);
     // Keys belong to a tenant: another tenant may use the same key.
     let (_, tok_b) = srv.new_tenant("B").await;
     let r = srv

@@ -52,6 +52,31 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "payments",
         include_str!("../../migrations/sqlite/0008_payments.sql"),
     ),
+    (
+        9,
+        "marketplace_items",
+        include_str!("../../migrations/sqlite/0009_marketplace_items.sql"),
+    ),
+    (
+        10,
+        "marketplace_stock",
+        include_str!("../../migrations/sqlite/0010_marketplace_stock.sql"),
+    ),
+    (
+        11,
+        "marketplace_orders",
+        include_str!("../../migrations/sqlite/0011_marketplace_orders.sql"),
+    ),
+    (
+        13,
+        "webhook_secret_hint",
+        include_str!("../../migrations/sqlite/0013_webhook_secret_hint.sql"),
+    ),
+    (
+        14,
+        "reconcile",
+        include_str!("../../migrations/sqlite/0014_reconcile.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -59,6 +84,8 @@ pub struct SqliteStore {
     write: sqlx::Pool<Db>,
     read: sqlx::Pool<Db>,
     outbox_notify: std::sync::Arc<tokio::sync::Notify>,
+    /// Group commit for receipts (`SAVDO_GROUP_COMMIT`).
+    group: super::group_commit::Slot,
 }
 
 impl SqliteStore {
@@ -86,6 +113,7 @@ impl SqliteStore {
             write,
             read,
             outbox_notify: Default::default(),
+            group: super::group_commit::Slot::from_env(super::group_commit::GroupCommit::ON)?,
         })
     }
 
@@ -168,3 +196,5 @@ include!("fiscal_impl.rs");
 include!("marking_impl.rs");
 include!("loyalty_impl.rs");
 include!("payments_impl.rs");
+include!("marketplace_impl.rs");
+include!("marketplace_orders_impl.rs");
