@@ -1,7 +1,7 @@
 // Integrations: the catalogue of connector types, connecting one with a form generated from its
 // fields, health and circuit state, test, sync jobs, the exchange log, mappings, disconnect.
 
-import { h, clear, badge, kindOf, time, json } from './dom.js';
+import { h, clear, badge, kindOf, time, json, money } from './dom.js';
 import { t } from './i18n.js';
 import * as api from './api.js';
 
@@ -119,7 +119,7 @@ export function render(main) {
     const desc = state.catalog.find((c) => typeOf(c) === typeOf(i)) || {};
     const caps = desc.capabilities || [];
     const tabs = [['log', t('int.log')], ['jobs', t('int.jobs')], ['settings', t('int.settings')]];
-    if (caps.includes('marketplace')) tabs.push(['mappings', t('int.mappings')]);
+    if (caps.includes('marketplace')) tabs.push(['mappings', t('int.mappings')], ['orders', t('int.orders')]);
     if (!tabs.some(([k]) => k === state.tab)) state.tab = 'log';
     const body = h('div', { class: 'tab-body' });
     clear(detail,
@@ -132,6 +132,7 @@ export function render(main) {
     if (state.tab === 'log') logTab(i, body);
     else if (state.tab === 'jobs') jobsTab(i, body, caps);
     else if (state.tab === 'mappings') mappingsTab(i, body);
+    else if (state.tab === 'orders') ordersTab(i, body);
     else settingsTab(i, body, desc);
   }
 
@@ -215,17 +216,138 @@ export function render(main) {
     load();
   }
 
+  // Marketplace items and our products side by side: filter, link by SKU or barcode, unlink,
+  // and see each item's stock push (pending, last value sent, last error).
   async function mappingsTab(i, body) {
-    clear(body, h('p', { class: 'muted' }, t('loading')));
-    try {
-      const rows = api.items(await api.get(`/integrations/${i.id}/mappings`));
-      const cols = rows.length ? Object.keys(rows[0]).filter((k) => typeof rows[0][k] !== 'object') : [];
-      clear(body, rows.length ? h('table', { class: 'grid small', id: 'mappings' },
-        h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col' }, c)))),
-        h('tbody', {}, rows.map((r) => h('tr', {}, cols.map((c) => h('td', {}, String(r[c] ?? ''))))))) : h('p', { class: 'muted' }, t('map.none')));
-    } catch (e) {
-      clear(body, h('p', { class: 'muted' }, e.status === 404 || e.status === 405 ? t('int.featureMissing') : `${t('error')}: ${e.message}`));
-    }
+    const filter = h('select', { id: 'map-state', 'aria-label': t('map.filter') },
+      h('option', { value: '' }, t('map.all')), h('option', { value: 'unmapped' }, t('map.unmapped')), h('option', { value: 'mapped' }, t('map.mapped')));
+    const counts = h('p', { id: 'map-counts', class: 'small muted' });
+    const msg = h('div', { id: 'map-message', role: 'status' });
+    const table = h('div', { id: 'mappings' });
+    const local = h('div', { id: 'unmapped-local' });
+    let cursor = null;
+    const findProduct = async (text) => {
+      const q = text.trim();
+      if (!q) return null;
+      for (const key of ['sku', 'barcode']) {
+        const found = api.items(await api.get(`/products?${key}=${encodeURIComponent(q)}&limit=2`));
+        if (found.length === 1) return found[0];
+      }
+      const found = api.items(await api.get(`/products?q=${encodeURIComponent(q)}&limit=2`));
+      return found.length === 1 ? found[0] : null;
+    };
+    const put = async (links) => {
+      try {
+        const r = await api.api('PUT', `/integrations/${i.id}/mappings`, { links });
+        clear(msg, h('div', { class: 'notice ok' }, t('map.saved', { n: r.changed })));
+      } catch (e) {
+        clear(msg, h('div', { class: 'notice bad' }, `${t('error')}: ${[e.message, ...e.fields()].join('; ')}`));
+      }
+      load(false);
+    };
+    const pushCell = (p) => {
+      if (!p) return '—';
+      if (p.last_error) return h('span', { class: 'push-error' }, badge(t('map.failed'), 'bad'), h('div', { class: 'small' }, p.last_error));
+      if (p.pending) return badge(t('map.pending'), 'warn');
+      if (p.pushed_value !== null && p.pushed_value !== undefined) {
+        return h('span', {}, badge(t('map.pushed'), 'ok'), h('span', { class: 'small muted' }, ` ${qty(p.pushed_value)} · ${time(p.pushed_at)}`));
+      }
+      return h('span', { class: 'muted' }, '—');
+    };
+    const row = (m) => {
+      const input = h('input', { class: 'link-input', type: 'search', placeholder: t('map.skuOrBarcode'), 'aria-label': t('map.skuOrBarcode') });
+      const link = h('button', {
+        class: 'link',
+        onclick: async () => {
+          const p = await findProduct(input.value).catch(() => null);
+          if (!p) return clear(msg, h('div', { class: 'notice bad' }, t('map.noProduct', { q: input.value })));
+          put([{ external_id: m.external_id, product_id: p.id }]);
+        },
+      }, t('map.link'));
+      return h('tr', { 'data-external-id': m.external_id, class: m.product_id ? '' : 'row-warn' },
+        h('td', { class: 'mono' }, m.external_id, m.product_ext_id ? h('div', { class: 'small muted' }, m.product_ext_id) : null),
+        h('td', {}, m.title, h('div', { class: 'small muted mono' }, (m.barcodes || []).join(', '))),
+        h('td', { class: 'ours' }, m.product_id
+          ? [h('strong', {}, m.product_sku || ''), ' ', m.product_name || '', h('div', { class: 'small muted' }, t(`map.by.${m.mapped_by}`, {}, m.mapped_by || ''))]
+          : [h('span', { class: 'muted' }, m.note || t('map.notLinked'))]),
+        h('td', {}, m.remote_stock !== null && m.remote_stock !== undefined ? qty(m.remote_stock) : '—'),
+        h('td', { class: 'push' }, pushCell(m.stock)),
+        h('td', { class: 'actions' }, m.product_id
+          ? h('button', { class: 'secondary unlink', onclick: () => put([{ external_id: m.external_id, product_id: null }]) }, t('map.unlink'))
+          : h('span', { class: 'link-box' }, input, link)));
+    };
+    const load = async (more) => {
+      const q = new URLSearchParams({ limit: '50' });
+      if (filter.value) q.set('state', filter.value);
+      if (more && cursor) q.set('cursor', cursor);
+      try {
+        const r = await api.get(`/integrations/${i.id}/mappings?${q}`);
+        const c = r.counts || {};
+        counts.textContent = t('map.counts', { items: c.items ?? 0, mapped: c.mapped ?? 0, unmapped: c.unmapped ?? 0, local: c.unmapped_local ?? 0 });
+        cursor = r.next_cursor || null;
+        const rows = (r.items || []).map(row);
+        const tbody = more ? table.querySelector('tbody') : null;
+        if (tbody) tbody.append(...rows);
+        else {
+          clear(table, rows.length ? h('table', { class: 'grid small' },
+            h('thead', {}, h('tr', {}, [t('map.item'), t('map.title'), t('map.ours'), t('map.remoteStock'), t('map.push'), ''].map((x) => h('th', { scope: 'col' }, x)))),
+            h('tbody', {}, rows)) : h('p', { class: 'muted' }, t('map.none')));
+        }
+        table.querySelector('.more')?.remove();
+        if (cursor) table.append(h('button', { class: 'secondary more', onclick: () => load(true) }, t('map.more')));
+        const lp = (r.unmapped_local || {}).items || [];
+        clear(local, h('h3', {}, t('map.localTitle')),
+          lp.length ? h('ul', { class: 'small' }, lp.map((p) => h('li', { 'data-product': p.id || p.product_id },
+            h('strong', {}, p.sku || ''), ' ', p.name || '', ' ', h('span', { class: 'muted mono' }, (p.barcodes || []).join(', '))))) : h('p', { class: 'muted' }, t('map.localNone')));
+      } catch (e) {
+        clear(table, h('p', { class: 'muted' }, e.status === 404 || e.status === 405 ? t('int.featureMissing') : `${t('error')}: ${e.message}`));
+      }
+    };
+    filter.addEventListener('change', () => load(false));
+    clear(body, h('div', { class: 'filters' }, filter, h('button', { class: 'secondary', onclick: () => load(false) }, t('refresh'))), counts, msg, table, local);
+    load(false);
+  }
+
+  // Marketplace orders as imported: each an invoice, or waiting for attention with the reason.
+  async function ordersTab(i, body) {
+    const filter = h('select', { id: 'orders-state', 'aria-label': t('map.filter') },
+      h('option', { value: '' }, t('map.all')),
+      ['needs_attention', 'imported', 'cancelled'].map((s) => h('option', { value: s }, t(`ord.${s}`, {}, s))));
+    const msg = h('div', { id: 'orders-message', role: 'status' });
+    const table = h('div', { id: 'orders' });
+    const load = async () => {
+      const q = new URLSearchParams({ limit: '100' });
+      if (filter.value) q.set('state', filter.value);
+      try {
+        const rows = api.items(await api.get(`/integrations/${i.id}/orders?${q}`));
+        clear(table, rows.length ? h('table', { class: 'grid small' },
+          h('thead', {}, h('tr', {}, [t('ord.order'), t('int.status'), t('ord.total'), t('ord.invoice'), t('ord.reason'), t('log.time'), ''].map((x) => h('th', { scope: 'col' }, x)))),
+          h('tbody', {}, rows.map((o) => h('tr', { 'data-order': o.external_id, class: o.state === 'needs_attention' ? 'row-bad' : '' },
+            h('td', { class: 'mono' }, o.external_id, h('div', { class: 'small muted' }, o.raw_status || '')),
+            h('td', {}, badge(t(`ord.${o.state}`, {}, o.state), o.state === 'imported' ? 'ok' : o.state === 'needs_attention' ? 'bad' : 'muted'),
+              o.confirmed_at ? h('div', { class: 'small muted' }, t('ord.confirmed')) : null),
+            h('td', {}, money(o.total)),
+            h('td', { class: 'mono small' }, o.invoice_id || '—'),
+            h('td', { class: 'small' }, o.reason || o.confirm_error || ''),
+            h('td', {}, time(o.updated_at || o.created_at)),
+            h('td', {}, o.state === 'needs_attention' ? h('button', {
+              class: 'retry',
+              onclick: async () => {
+                try {
+                  await api.post(`/integrations/${i.id}/orders/${encodeURIComponent(o.external_id)}/retry`);
+                } catch (e) {
+                  clear(msg, h('div', { class: 'notice bad' }, `${t('error')}: ${e.message}`));
+                }
+                load();
+              },
+            }, t('ord.retry')) : null))))) : h('p', { class: 'muted' }, t('ord.none')));
+      } catch (e) {
+        clear(table, h('p', { class: 'muted' }, e.status === 404 || e.status === 405 ? t('int.featureMissing') : `${t('error')}: ${e.message}`));
+      }
+    };
+    filter.addEventListener('change', load);
+    clear(body, h('div', { class: 'filters' }, filter, h('button', { class: 'secondary', onclick: load }, t('refresh'))), msg, table);
+    load();
   }
 
   function renderCatalog() {
@@ -332,4 +454,12 @@ function circuitOf(i) {
   const c = i.circuit ?? i.breaker ?? i.circuit_state ?? (i.health || {}).circuit ?? null;
   if (c && typeof c === 'object') return c.state || c.status || null;
   return c;
+}
+
+/** Thousandths as a decimal quantity: 2500 -> "2.5". */
+function qty(milli) {
+  const neg = milli < 0;
+  const a = Math.abs(milli);
+  const frac = String(a % 1000).padStart(3, '0').replace(/0+$/, '');
+  return (neg ? '-' : '') + Math.floor(a / 1000) + (frac ? `.${frac}` : '');
 }

@@ -91,6 +91,7 @@ pub async fn run(db: DbArgs, bus: BusArgs, args: DemoArgs) -> anyhow::Result<()>
     let (store, r) = crate::open(&db).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let platform = workers::Platform::new(store.clone(), &r.data_dir)?;
+    savdo_webhooks::seal_at_start(&platform.store, &platform.vault).await?;
     let handles = platform.start_workers(&bus, stop_rx.clone()).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -597,7 +598,81 @@ impl Setup {
             .await?;
 
         self.connect_integrations(t, &stores, &mut s).await?;
+        self.seed_marketplaces(t, &mut s).await;
         Ok(s)
+    }
+
+    /// Give each marketplace simulator a catalogue of our demo goods (all but the last, plus one
+    /// item we do not sell) and an order, then pull the catalogues, so the console shows linked
+    /// and unlinked items on both sides and an imported order.
+    async fn seed_marketplaces(&self, t: &str, s: &mut Summary) {
+        use reqwest::Method;
+        let Some(list) = self
+            .call(t, Method::GET, "/integrations", None)
+            .await
+            .ok()
+            .flatten()
+        else {
+            return;
+        };
+        let sold = &PRODUCTS[..PRODUCTS.len() - 1];
+        let foreign = ("4780099000012", "Asal, 500 g", 45_000_i64);
+        for i in items(list) {
+            let kind = i["type"]
+                .as_str()
+                .or(i["kind"].as_str())
+                .unwrap_or_default();
+            let id = i["id"].as_str().unwrap_or_default();
+            let catalogue: Vec<(String, &str, i64)> = sold
+                .iter()
+                .map(|p| (ean13(p.ean12), p.name, p.price_som))
+                .chain(std::iter::once((
+                    foreign.0.to_string(),
+                    foreign.1,
+                    foreign.2,
+                )))
+                .collect();
+            let seed = match kind {
+                "uzum" => {
+                    json!({"clear": true, "products": catalogue.iter().map(|(b, n, pr)| json!({"barcode": b, "title": n, "price": pr, "amount": 0})).collect::<Vec<_>>()})
+                }
+                "wildberries" => {
+                    json!({"clear": true, "products": catalogue.iter().map(|(b, n, pr)| json!({"barcode": b, "title": n, "vendor_code": b, "price": pr, "amount": 0})).collect::<Vec<_>>()})
+                }
+                "ozon" => {
+                    json!({"clear": true, "products": catalogue.iter().map(|(b, n, pr)| json!({"offer_id": b, "barcode": b, "name": n, "price": pr.to_string(), "stock": 0})).collect::<Vec<_>>()})
+                }
+                _ => continue,
+            };
+            if let Err(e) = self.control(kind, "seed", seed).await {
+                s.notes.push(format!("{kind}: catalogue not seeded: {e}"));
+                continue;
+            }
+            if let Err(e) = self
+                .call(
+                    t,
+                    Method::POST,
+                    &format!("/integrations/{id}/sync"),
+                    Some(json!({"what": "products"})),
+                )
+                .await
+            {
+                s.notes.push(format!("{kind}: catalogue not pulled: {e}"));
+            }
+            if kind == "uzum" {
+                // A buyer's order, for the order import to pick up.
+                let order = json!({"items": [{"barcode": ean13(sold[0].ean12), "amount": 2}]});
+                let http = self
+                    .http
+                    .post(format!("{}/_control/uzum/orders", self.sandbox))
+                    .json(&order)
+                    .send()
+                    .await;
+                if !http.is_ok_and(|r| r.status().is_success()) {
+                    s.notes.push("uzum: demo order not created".into());
+                }
+            }
+        }
     }
 
     async fn create_business(&self, t: &str, notes: &mut Vec<String>) -> anyhow::Result<()> {
@@ -718,7 +793,7 @@ impl Setup {
                 "uzum",
                 "Uzum Market",
                 json!({"token": "demo-uzum-token"}),
-                json!({"shop_id": "1", "store_ids": store_ids, "base_url": format!("{sb}/uzum")}),
+                json!({"shop_id": "1", "store_ids": store_ids, "base_url": format!("{sb}/uzum/api/seller-openapi")}),
             ),
             (
                 "wildberries",

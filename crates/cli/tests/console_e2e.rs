@@ -48,6 +48,8 @@ fn start_demo(dir: &std::path::Path) -> (Proc, Value) {
     }
     let mut child = cmd
         .env("SAVDO_LOG", "warn")
+        // Marketplace orders are polled every second, not every minute.
+        .env("SAVDO_MARKETPLACE_POLL_SECS", "1")
         .args(["demo", "--json", "--data-dir"])
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
@@ -139,7 +141,17 @@ async fn shot(c: &Client, name: &str, dir: &std::path::Path) {
         // Tall enough for the receipt and its fiscal QR under the till controls.
         let _ = c.set_window_size(1280, 1150).await;
     }
-    let _ = c.execute("window.scrollTo(0, 0);", vec![]).await;
+    if name == "mappings" || name == "marketplace-orders" {
+        // The integration's detail, below the list.
+        let _ = c
+            .execute(
+                "document.querySelector('#integration-detail').scrollIntoView();",
+                vec![],
+            )
+            .await;
+    } else {
+        let _ = c.execute("window.scrollTo(0, 0);", vec![]).await;
+    }
     let png = c.screenshot().await.expect("screenshot");
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
@@ -280,16 +292,22 @@ async fn scenarios(c: &Client, demo: &Value, shots: &std::path::Path) -> Result<
             json!({"down": true}),
         )
         .await;
+        let before = find(c, "#integrations-list tr[data-type=aslbelgisi] td.health")
+            .await
+            .text()
+            .await
+            .unwrap_or_default();
         find(c, "#integrations-list tr[data-type=aslbelgisi] button.test")
             .await
             .click()
             .await
             .unwrap();
+        // The new check's result (its time differs from the one the demo's check left).
         let health = wait_text(
             c,
             "#integrations-list tr[data-type=aslbelgisi] td.health",
             "aslbelgisi health after the outage",
-            |t| !t.contains("Testing") && !t.contains("not tested"),
+            |t| !t.contains("Testing") && !t.contains("not tested") && t != before,
         )
         .await;
         let flagged = c
@@ -308,6 +326,74 @@ async fn scenarios(c: &Client, demo: &Value, shots: &std::path::Path) -> Result<
             json!({"down": false}),
         )
         .await;
+
+        // Uzum: the demo's catalogue pull linked our goods by barcode; one marketplace item
+        // (honey) is not ours, and one of our products (the last) is not on the marketplace.
+        find(c, "#integrations-list tr[data-type=uzum] button.open")
+            .await
+            .click()
+            .await
+            .unwrap();
+        find(c, "#tab-mappings").await.click().await.unwrap();
+        let deadline = Instant::now() + WAIT * 2;
+        while c
+            .find(Locator::Css("#mappings tr.row-warn input.link-input"))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the uzum catalogue was never pulled"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            find(c, "#integration-detail .filters button.secondary")
+                .await
+                .click()
+                .await
+                .unwrap();
+        }
+        wait_text(c, "#unmapped-local", "our unmapped product", |t| {
+            t.contains("PIVO-SARBAST")
+        })
+        .await;
+        shot(c, "mappings", shots).await;
+        // Link the foreign item to our last product by hand.
+        find(c, "#mappings tr.row-warn input.link-input")
+            .await
+            .send_keys("PIVO-SARBAST")
+            .await
+            .unwrap();
+        find(c, "#mappings tr.row-warn button.link")
+            .await
+            .click()
+            .await
+            .unwrap();
+        wait_text(c, "#map-message", "link saved", |t| t.contains('1')).await;
+        wait_text(c, "#mappings", "manual link shown", |t| {
+            t.contains("PIVO-SARBAST")
+        })
+        .await;
+        // The buyer's order the demo placed on Uzum comes in as an invoice.
+        find(c, "#tab-orders").await.click().await.unwrap();
+        let deadline = Instant::now() + WAIT * 2;
+        while c
+            .find(Locator::Css("#orders tr[data-order]"))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the uzum order was never imported"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            find(c, "#integration-detail .filters button.secondary")
+                .await
+                .click()
+                .await
+                .unwrap();
+        }
+        wait_text(c, "#orders", "imported order", |t| t.contains("imported")).await;
+        shot(c, "marketplace-orders", shots).await;
     }
 
     // Webhooks: create one (the secret is shown once), send a test, see its deliveries.
