@@ -19,6 +19,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use savdo_domain::clock::{Clock, SystemClock};
 use savdo_storage::fiscal::{FiscalStatus, UnsettledReceipt};
 use savdo_storage::{Storage, StorageError};
@@ -27,6 +29,7 @@ use tokio::sync::watch;
 use crate::fiscal_gateway::{
     FiscalClient, FiscalConsumer, GatewayError, GatewayStatus, Registration, stored_fiscal,
 };
+use crate::reconcile::{self, Cadence, Pass, to_chrono};
 
 /// When and how much the pass checks.
 #[derive(Debug, Clone)]
@@ -60,9 +63,7 @@ impl Default for ReconcileConfig {
 impl ReconcileConfig {
     /// `first_backoff · 2^checks`, capped.
     pub fn backoff(&self, checks: u32) -> Duration {
-        self.first_backoff
-            .saturating_mul(1u32 << checks.min(20))
-            .min(self.max_backoff)
+        reconcile::backoff(self.first_backoff, self.max_backoff, checks)
     }
 }
 
@@ -111,58 +112,13 @@ impl FiscalReconcile {
     }
 
     /// Rounds until `stop` turns true.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            match self.run_once().await {
-                Ok(r) if r.checked > 0 => tracing::info!(
-                    checked = r.checked,
-                    registered = r.registered,
-                    failed = r.failed,
-                    later = r.later,
-                    "fiscal reconciliation round"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "fiscal reconciliation round failed"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.every) => {}
-                changed = stop.changed() => if changed.is_err() { return; },
-            }
-        }
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        reconcile::run(&self, stop).await
     }
 
     /// One round: every due receipt (up to the batch) this worker manages to claim.
     pub async fn run_once(&self) -> Result<Round, StorageError> {
-        let now = self.clock.now();
-        let older_than = now - to_chrono(self.config.older_than);
-        let lease = now + to_chrono(self.config.lease);
-        let due = self
-            .store
-            .fiscal_unsettled(now, older_than, self.config.batch)
-            .await?;
-        let mut round = Round::default();
-        for item in due {
-            if !self
-                .store
-                .claim_fiscal_check(item.tenant_id, item.receipt_id, now, lease)
-                .await?
-            {
-                continue;
-            }
-            round.checked += 1;
-            match self.check(&item).await? {
-                Some(Registration::Registered) => round.registered += 1,
-                Some(Registration::DeviceRefused(_) | Registration::Refused { .. }) => {
-                    round.failed += 1
-                }
-                Some(Registration::Queued) | Some(Registration::Unreachable(_)) => round.later += 1,
-                None => {}
-            }
-        }
-        Ok(round)
+        reconcile::round(self).await
     }
 
     /// Check one claimed receipt; `None` when there was nothing to ask (settled meanwhile, or
@@ -237,11 +193,72 @@ impl FiscalReconcile {
     }
 }
 
-/// A configured duration as chrono's; absurd ones are held to a year (no overflow on `now ±`).
-pub(crate) fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d)
-        .unwrap_or(chrono::Duration::days(365))
-        .min(chrono::Duration::days(365))
+#[async_trait]
+impl Pass for FiscalReconcile {
+    type Item = UnsettledReceipt;
+    type Round = Round;
+
+    fn cadence(&self) -> Cadence {
+        Cadence {
+            every: self.config.every,
+            older_than: self.config.older_than,
+            lease: self.config.lease,
+            batch: self.config.batch,
+        }
+    }
+
+    fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    async fn due(
+        &self,
+        now: DateTime<Utc>,
+        older_than: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<Vec<UnsettledReceipt>, StorageError> {
+        self.store.fiscal_unsettled(now, older_than, batch).await
+    }
+
+    async fn claim(
+        &self,
+        item: &UnsettledReceipt,
+        now: DateTime<Utc>,
+        lease: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        self.store
+            .claim_fiscal_check(item.tenant_id, item.receipt_id, now, lease)
+            .await
+    }
+
+    async fn settle(&self, item: &UnsettledReceipt, round: &mut Round) -> Result<(), StorageError> {
+        round.checked += 1;
+        match self.check(item).await? {
+            Some(Registration::Registered) => round.registered += 1,
+            Some(Registration::DeviceRefused(_) | Registration::Refused { .. }) => {
+                round.failed += 1
+            }
+            Some(Registration::Queued) | Some(Registration::Unreachable(_)) => round.later += 1,
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn report(r: &Round) {
+        if r.checked > 0 {
+            tracing::info!(
+                checked = r.checked,
+                registered = r.registered,
+                failed = r.failed,
+                later = r.later,
+                "fiscal reconciliation round"
+            );
+        }
+    }
+
+    fn report_failure(e: &StorageError) {
+        tracing::warn!(error = %e, "fiscal reconciliation round failed");
+    }
 }
 
 #[cfg(test)]

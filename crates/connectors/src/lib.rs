@@ -13,5 +13,6 @@ pub mod marking_recheck;
 pub mod marking_reconcile;
 pub mod ozon;
 pub mod payme;
+mod reconcile;
 pub mod uzum;
 pub mod wildberries;

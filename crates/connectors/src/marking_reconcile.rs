@@ -14,6 +14,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use savdo_bus::consumer::HandleError;
 use savdo_domain::clock::{Clock, SystemClock};
 use savdo_hub::MarkingCheck;
@@ -21,8 +23,8 @@ use savdo_storage::marking::PendingRecheck;
 use savdo_storage::{Storage, StorageError};
 use tokio::sync::watch;
 
-use crate::fiscal_reconcile::to_chrono;
 use crate::marking_recheck::MarkingRecheck;
+use crate::reconcile::{self, Cadence, Pass, to_chrono};
 
 /// When and how much the pass re-checks.
 #[derive(Debug, Clone)]
@@ -56,9 +58,7 @@ impl Default for MarkingReconcileConfig {
 impl MarkingReconcileConfig {
     /// `first_backoff · 2^checks`, capped.
     pub fn backoff(&self, checks: u32) -> Duration {
-        self.first_backoff
-            .saturating_mul(1u32 << checks.min(20))
-            .min(self.max_backoff)
+        reconcile::backoff(self.first_backoff, self.max_backoff, checks)
     }
 }
 
@@ -105,61 +105,13 @@ impl MarkingReconcile {
     }
 
     /// Rounds until `stop` turns true.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            match self.run_once().await {
-                Ok(r) if r.receipts > 0 => tracing::info!(
-                    receipts = r.receipts,
-                    codes = r.codes,
-                    later = r.later,
-                    "marking re-check round"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "marking re-check round failed"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.every) => {}
-                changed = stop.changed() => if changed.is_err() { return; },
-            }
-        }
+    pub async fn run(self, stop: watch::Receiver<bool>) {
+        reconcile::run(&self, stop).await
     }
 
     /// One round: every due receipt (up to the batch) this worker manages to claim.
     pub async fn run_once(&self) -> Result<RecheckRound, StorageError> {
-        let now = self.clock.now();
-        let older_than = now - to_chrono(self.config.older_than);
-        let lease = now + to_chrono(self.config.lease);
-        let due = self
-            .store
-            .marking_rechecks_due(now, older_than, self.config.batch)
-            .await?;
-        let mut round = RecheckRound::default();
-        for item in due {
-            if !self
-                .store
-                .claim_marking_recheck(item.tenant_id, item.receipt_id, now, lease)
-                .await?
-            {
-                continue;
-            }
-            round.receipts += 1;
-            match self.recheck.recheck(item.tenant_id, item.receipt_id).await {
-                Ok(n) => {
-                    round.codes += n;
-                    self.store
-                        .marking_recheck_done(item.tenant_id, item.receipt_id)
-                        .await?;
-                }
-                Err(e) => {
-                    round.later += 1;
-                    self.later(&item, &e).await?;
-                }
-            }
-        }
-        Ok(round)
+        reconcile::round(self).await
     }
 
     async fn later(&self, item: &PendingRecheck, e: &HandleError) -> Result<(), StorageError> {
@@ -174,6 +126,83 @@ impl MarkingReconcile {
         self.store
             .marking_recheck_later(item.tenant_id, item.receipt_id, next, &e.to_string())
             .await
+    }
+}
+
+#[async_trait]
+impl Pass for MarkingReconcile {
+    type Item = PendingRecheck;
+    type Round = RecheckRound;
+
+    fn cadence(&self) -> Cadence {
+        Cadence {
+            every: self.config.every,
+            older_than: self.config.older_than,
+            lease: self.config.lease,
+            batch: self.config.batch,
+        }
+    }
+
+    fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    async fn due(
+        &self,
+        now: DateTime<Utc>,
+        older_than: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<Vec<PendingRecheck>, StorageError> {
+        self.store
+            .marking_rechecks_due(now, older_than, batch)
+            .await
+    }
+
+    async fn claim(
+        &self,
+        item: &PendingRecheck,
+        now: DateTime<Utc>,
+        lease: DateTime<Utc>,
+    ) -> Result<bool, StorageError> {
+        self.store
+            .claim_marking_recheck(item.tenant_id, item.receipt_id, now, lease)
+            .await
+    }
+
+    async fn settle(
+        &self,
+        item: &PendingRecheck,
+        round: &mut RecheckRound,
+    ) -> Result<(), StorageError> {
+        round.receipts += 1;
+        match self.recheck.recheck(item.tenant_id, item.receipt_id).await {
+            Ok(n) => {
+                round.codes += n;
+                self.store
+                    .marking_recheck_done(item.tenant_id, item.receipt_id)
+                    .await?;
+            }
+            Err(e) => {
+                round.later += 1;
+                self.later(item, &e).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn report(r: &RecheckRound) {
+        if r.receipts > 0 {
+            tracing::info!(
+                receipts = r.receipts,
+                codes = r.codes,
+                later = r.later,
+                "marking re-check round"
+            );
+        }
+    }
+
+    fn report_failure(e: &StorageError) {
+        tracing::warn!(error = %e, "marking re-check round failed");
     }
 }
 

@@ -18,7 +18,7 @@ pub use hooks::{
     verify_hmac_sha256, verify_hmac_sha256_hex,
 };
 pub use jobs::{JobRunner, RunnerConfig, Step, SyncContext, SyncHandler, SyncRegistry};
-pub use resolver::{ConnectorResolver, TenantMarkingCheck};
+pub use resolver::{ConnectorCache, ConnectorResolver, TenantMarkingCheck};
 pub use service::{RotateReport, UNTESTED, check_health, mask_credentials, reencrypt_all};
 pub use sink::StorageSink;
 pub use vault::VaultHandle;

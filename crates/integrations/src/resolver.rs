@@ -8,20 +8,69 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use savdo_hub::{Connector, ConnectorError, HttpHub, Registry};
 use savdo_storage::Storage;
-use savdo_storage::integrations::IntegrationStatus;
+use savdo_storage::integrations::{Integration, IntegrationStatus};
 use uuid::Uuid;
 
 use crate::VaultHandle;
 
-type CacheKey = (Uuid, DateTime<Utc>);
-type Cache = HashMap<Uuid, (CacheKey, Arc<dyn Connector>)>;
+/// Built connectors by integration id, with the `updated_at` they were built for.
+type Cache = HashMap<Uuid, (DateTime<Utc>, Arc<dyn Connector>)>;
 
-pub struct ConnectorResolver {
-    store: Arc<dyn Storage>,
+/// Connectors of integrations built through the registry on the shared HTTP stack, kept while
+/// the integration is unchanged (so its rate limit and breaker live across calls).
+pub struct ConnectorCache {
     vault: Arc<VaultHandle>,
     registry: Arc<Registry>,
     hub: HttpHub,
     cache: Mutex<Cache>,
+}
+
+impl ConnectorCache {
+    pub fn new(vault: Arc<VaultHandle>, registry: Arc<Registry>, hub: HttpHub) -> Self {
+        ConnectorCache {
+            vault,
+            registry,
+            hub,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The connector of `i`: the one built before if `i` has not changed since, else a new one
+    /// with its credentials opened in the vault.
+    pub fn get(&self, i: &Integration) -> Result<Arc<dyn Connector>, ConnectorError> {
+        if let Some((at, c)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&i.id)
+            && *at == i.updated_at
+        {
+            return Ok(c.clone());
+        }
+        let creds = self
+            .vault
+            .open_credentials(i.tenant_id, i.id, &i.credentials_sealed)
+            .map_err(|e| ConnectorError::config(format!("cannot open the credentials: {e}")))?;
+        let c = self.registry.build(
+            &self.hub,
+            &i.tenant_id.to_string(),
+            &i.id.to_string(),
+            &i.kind,
+            &creds,
+            &i.settings,
+        )?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(i.id, (i.updated_at, c.clone()));
+        Ok(c)
+    }
+}
+
+pub struct ConnectorResolver {
+    store: Arc<dyn Storage>,
+    registry: Arc<Registry>,
+    connectors: ConnectorCache,
 }
 
 impl ConnectorResolver {
@@ -33,10 +82,8 @@ impl ConnectorResolver {
     ) -> Self {
         ConnectorResolver {
             store,
-            vault,
+            connectors: ConnectorCache::new(vault, registry.clone(), hub),
             registry,
-            hub,
-            cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -60,33 +107,7 @@ impl ConnectorResolver {
         if !self.registry.has_factory(kind) {
             return Ok(None);
         }
-        let key = (i.id, i.updated_at);
-        if let Some((k, c)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&i.id)
-            && *k == key
-        {
-            return Ok(Some(c.clone()));
-        }
-        let creds = self
-            .vault
-            .open_credentials(i.tenant_id, i.id, &i.credentials_sealed)
-            .map_err(|e| ConnectorError::config(format!("cannot open the credentials: {e}")))?;
-        let c = self.registry.build(
-            &self.hub,
-            &i.tenant_id.to_string(),
-            &i.id.to_string(),
-            &i.kind,
-            &creds,
-            &i.settings,
-        )?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(i.id, (key, c.clone()));
-        Ok(Some(c))
+        self.connectors.get(&i).map(Some)
     }
 }
 

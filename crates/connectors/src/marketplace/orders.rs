@@ -21,17 +21,16 @@
 //! reason naming the items, never dropped, and retried on every poll (or at once through
 //! `POST /api/v1/integrations/{id}/orders/{external_id}/retry`).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use savdo_domain::Qty;
 use savdo_domain::clock::Clock;
 use savdo_hub::connector::{MarketplaceOrder, MarketplaceOrderLine, OrderState, OrderStatusChange};
 use savdo_hub::{Capability, Connector, ConnectorError, HttpHub, Registry};
-use savdo_integrations::VaultHandle;
+use savdo_integrations::{ConnectorCache, VaultHandle};
 use savdo_storage::integrations::Integration;
 use savdo_storage::marketplace_orders::{
     CancelOutcome, MarketplaceOrderRecord, MarketplaceOrderState, OrderCancellation, OrderFilter,
@@ -83,58 +82,20 @@ pub trait ConnectorSource: Send + Sync {
     ) -> Result<Arc<dyn Connector>, ConnectorError>;
 }
 
-type CacheEntry = ((Uuid, DateTime<Utc>), Arc<dyn Connector>);
-
 /// Connectors built through the registry on the shared HTTP stack, kept while the integration
 /// is unchanged (so its rate limit and breaker live across polls).
-pub struct HubConnectors {
-    vault: Arc<VaultHandle>,
-    registry: Arc<Registry>,
-    hub: HttpHub,
-    cache: Mutex<HashMap<Uuid, CacheEntry>>,
-}
+pub struct HubConnectors(ConnectorCache);
 
 impl HubConnectors {
     pub fn new(vault: Arc<VaultHandle>, registry: Arc<Registry>, hub: HttpHub) -> Self {
-        HubConnectors {
-            vault,
-            registry,
-            hub,
-            cache: Mutex::new(HashMap::new()),
-        }
+        HubConnectors(ConnectorCache::new(vault, registry, hub))
     }
 }
 
 #[async_trait]
 impl ConnectorSource for HubConnectors {
     async fn connector(&self, i: &Integration) -> Result<Arc<dyn Connector>, ConnectorError> {
-        let key = (i.id, i.updated_at);
-        if let Some((k, c)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&i.id)
-            && *k == key
-        {
-            return Ok(c.clone());
-        }
-        let creds = self
-            .vault
-            .open_credentials(i.tenant_id, i.id, &i.credentials_sealed)
-            .map_err(|e| ConnectorError::config(format!("cannot open the credentials: {e}")))?;
-        let c = self.registry.build(
-            &self.hub,
-            &i.tenant_id.to_string(),
-            &i.id.to_string(),
-            &i.kind,
-            &creds,
-            &i.settings,
-        )?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(i.id, (key, c.clone()));
-        Ok(c)
+        self.0.get(i)
     }
 }
 

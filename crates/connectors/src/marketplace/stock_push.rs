@@ -10,7 +10,7 @@
 //! mapped item through the same path.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,7 +20,7 @@ use savdo_domain::clock::{Clock, SystemClock};
 use savdo_domain::event::CloudEvent;
 use savdo_hub::connector::{MarketplaceConnector, PriceUpdate, StockPushResult, StockUpdate};
 use savdo_hub::{Connector, ConnectorError, HttpHub, Registry};
-use savdo_integrations::{Step, SyncContext, SyncHandler, VaultHandle};
+use savdo_integrations::{ConnectorCache, Step, SyncContext, SyncHandler, VaultHandle};
 use savdo_storage::Storage;
 use savdo_storage::integrations::{Integration, IntegrationStatus};
 use savdo_storage::marketplace::{Channel, DueItem, DueQuery, PushOutcome, PushResult};
@@ -102,55 +102,17 @@ pub fn connector_for_job(ctx: &SyncContext) -> Result<Arc<dyn Connector>, Connec
     )
 }
 
-/// Built connectors by integration id, with the `updated_at` they were built for.
-type PoolCache = HashMap<Uuid, (DateTime<Utc>, Arc<dyn Connector>)>;
-
 /// Connectors of integrations by id, rebuilt when the integration changes (the hub keeps the
 /// rate limiter and breaker of an integration across rebuilds).
-pub struct ConnectorPool {
-    vault: Arc<VaultHandle>,
-    registry: Arc<Registry>,
-    hub: HttpHub,
-    cache: Mutex<PoolCache>,
-}
+pub struct ConnectorPool(ConnectorCache);
 
 impl ConnectorPool {
     pub fn new(vault: Arc<VaultHandle>, registry: Arc<Registry>, hub: HttpHub) -> Self {
-        ConnectorPool {
-            vault,
-            registry,
-            hub,
-            cache: Mutex::new(HashMap::new()),
-        }
+        ConnectorPool(ConnectorCache::new(vault, registry, hub))
     }
 
     pub fn get(&self, i: &Integration) -> Result<Arc<dyn Connector>, ConnectorError> {
-        if let Some((at, c)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&i.id)
-            && *at == i.updated_at
-        {
-            return Ok(c.clone());
-        }
-        let creds = self
-            .vault
-            .open_credentials(i.tenant_id, i.id, &i.credentials_sealed)
-            .map_err(|e| ConnectorError::config(format!("cannot open the credentials: {e}")))?;
-        let c = self.registry.build(
-            &self.hub,
-            &i.tenant_id.to_string(),
-            &i.id.to_string(),
-            &i.kind,
-            &creds,
-            &i.settings,
-        )?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(i.id, (i.updated_at, c.clone()));
-        Ok(c)
+        self.0.get(i)
     }
 }
 

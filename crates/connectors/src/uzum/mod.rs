@@ -212,21 +212,54 @@ impl Uzum {
     /// and the rest sent once more.
     async fn send_stock(
         &self,
-        mut items: Vec<(String, StockItem)>,
+        items: Vec<(String, StockItem)>,
         result: &mut StockPushResult,
+    ) -> Result<(), ConnectorError> {
+        let request = |list: &[StockItem]| {
+            self.post("/v2/fbs/sku/stocks")
+                .json(&StockRequest {
+                    sku_amount_list: list,
+                })
+                .operation("stocks.update")
+        };
+        self.send_refusable(items, request, result, |(id, it)| {
+            vec![id.clone(), it.barcode.clone().unwrap_or_default()]
+        })
+        .await
+    }
+
+    async fn send_prices(
+        &self,
+        items: Vec<(String, PriceItem)>,
+        result: &mut StockPushResult,
+    ) -> Result<(), ConnectorError> {
+        let path = format!("/v1/product/{}/sendPriceData", self.shop_id);
+        let request = |list: &[PriceItem]| {
+            self.post(&path)
+                .json(&PriceRequest {
+                    sku_for_product_list: list,
+                })
+                .operation("prices.update")
+        };
+        self.send_refusable(items, request, result, |(id, _)| vec![id.clone()])
+            .await
+    }
+
+    /// Send items with `request`; items a refusal names (matched by `keys`) are rejected and
+    /// the rest sent once more.
+    async fn send_refusable<T: Clone>(
+        &self,
+        mut items: Vec<(String, T)>,
+        request: impl Fn(&[T]) -> HttpRequest,
+        result: &mut StockPushResult,
+        keys: impl Fn(&(String, T)) -> Vec<String>,
     ) -> Result<(), ConnectorError> {
         for _ in 0..2 {
             if items.is_empty() {
                 return Ok(());
             }
-            let list: Vec<StockItem> = items.iter().map(|(_, i)| i.clone()).collect();
-            let req = self
-                .post("/v2/fbs/sku/stocks")
-                .json(&StockRequest {
-                    sku_amount_list: &list,
-                })
-                .operation("stocks.update");
-            let resp = self.http.send(req).await?;
+            let list: Vec<T> = items.iter().map(|(_, i)| i.clone()).collect();
+            let resp = self.http.send(request(&list)).await?;
             match Self::answer::<serde_json::Value>(&resp) {
                 Ok(_) => {
                     result.accepted += items.len();
@@ -234,53 +267,12 @@ impl Uzum {
                 }
                 Err(ConnectorError::Rejected { .. }) if resp.status.as_u16() == 400 => {
                     let errors = resp.json::<ErrorsOnly>().unwrap_or_default().errors;
-                    items = split_refused(items, &errors, result, |(id, it)| {
-                        vec![id.clone(), it.barcode.clone().unwrap_or_default()]
-                    });
+                    items = split_refused(items, &errors, result, &keys);
                 }
                 Err(e) => return Err(e),
             }
         }
         // Refused twice: nothing more we can pin on single items.
-        reject_all(
-            items.into_iter().map(|(id, _)| id),
-            "refused",
-            "refused again",
-            result,
-        );
-        Ok(())
-    }
-
-    async fn send_prices(
-        &self,
-        mut items: Vec<(String, PriceItem)>,
-        result: &mut StockPushResult,
-    ) -> Result<(), ConnectorError> {
-        let path = format!("/v1/product/{}/sendPriceData", self.shop_id);
-        for _ in 0..2 {
-            if items.is_empty() {
-                return Ok(());
-            }
-            let list: Vec<PriceItem> = items.iter().map(|(_, i)| i.clone()).collect();
-            let req = self
-                .post(&path)
-                .json(&PriceRequest {
-                    sku_for_product_list: &list,
-                })
-                .operation("prices.update");
-            let resp = self.http.send(req).await?;
-            match Self::answer::<serde_json::Value>(&resp) {
-                Ok(_) => {
-                    result.accepted += items.len();
-                    return Ok(());
-                }
-                Err(ConnectorError::Rejected { .. }) if resp.status.as_u16() == 400 => {
-                    let errors = resp.json::<ErrorsOnly>().unwrap_or_default().errors;
-                    items = split_refused(items, &errors, result, |(id, _)| vec![id.clone()]);
-                }
-                Err(e) => return Err(e),
-            }
-        }
         reject_all(
             items.into_iter().map(|(id, _)| id),
             "refused",

@@ -26,8 +26,8 @@ use savdo_hub::connector::{
 };
 use savdo_hub::registry::ConnectorContext;
 use savdo_hub::{
-    Connector, ConnectorError, Health, HealthStatus, HttpClient, HttpRequest, HttpResponse,
-    MarketplaceConnector, Registry, Secret,
+    Connector, ConnectorError, Health, HttpClient, HttpRequest, HttpResponse, MarketplaceConnector,
+    Registry, Secret,
 };
 use serde::de::DeserializeOwned;
 
@@ -475,12 +475,10 @@ impl Connector for Wildberries {
                 known.join(", ")
             )));
         }
-        Ok(Health {
-            status: HealthStatus::Ok,
-            checked_at: Utc::now(),
-            latency_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
-            message: None,
-        })
+        Ok(Health::ok(
+            Utc::now(),
+            Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        ))
     }
 
     fn as_marketplace(&self) -> Option<&dyn MarketplaceConnector> {

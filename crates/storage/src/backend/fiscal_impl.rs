@@ -10,6 +10,47 @@ fn fiscal_registered(v: Option<&Value>) -> bool {
         .is_some_and(|s| s == FiscalStatus::Registered.as_str())
 }
 
+/// A receipt's next check in a reconciliation table (`fiscal_unsettled`, `marking_rechecks`:
+/// one row per receipt with `next_check_at`, `checks` and `last_error`), pushed back with the
+/// attempt counted.
+async fn recheck_later(
+    db: &sqlx::Pool<Db>,
+    table: &'static str,
+    tenant: Uuid,
+    receipt_id: Uuid,
+    next_at: chrono::DateTime<chrono::Utc>,
+    error: &str,
+) -> Result<()> {
+    let sql = format!(
+        "UPDATE {table} SET next_check_at = $3, checks = checks + 1, last_error = $4 \
+         WHERE tenant_id = $1 AND receipt_id = $2"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(receipt_id)
+        .bind(next_at.timestamp_micros())
+        .bind(error)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A receipt's row of a reconciliation table, removed: nothing left to check.
+async fn recheck_done(
+    db: &sqlx::Pool<Db>,
+    table: &'static str,
+    tenant: Uuid,
+    receipt_id: Uuid,
+) -> Result<()> {
+    let sql = format!("DELETE FROM {table} WHERE tenant_id = $1 AND receipt_id = $2");
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(receipt_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl FiscalStore for Backend {
     async fn set_terminal_fiscal(
@@ -226,25 +267,10 @@ impl FiscalStore for Backend {
         next_at: chrono::DateTime<chrono::Utc>,
         error: &str,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE fiscal_unsettled SET next_check_at = $3, checks = checks + 1, last_error = $4 \
-             WHERE tenant_id = $1 AND receipt_id = $2",
-        )
-        .bind(tenant)
-        .bind(receipt_id)
-        .bind(next_at.timestamp_micros())
-        .bind(error)
-        .execute(&self.write)
-        .await?;
-        Ok(())
+        recheck_later(&self.write, "fiscal_unsettled", tenant, receipt_id, next_at, error).await
     }
 
     async fn fiscal_check_done(&self, tenant: Uuid, receipt_id: Uuid) -> Result<()> {
-        sqlx::query("DELETE FROM fiscal_unsettled WHERE tenant_id = $1 AND receipt_id = $2")
-            .bind(tenant)
-            .bind(receipt_id)
-            .execute(&self.write)
-            .await?;
-        Ok(())
+        recheck_done(&self.write, "fiscal_unsettled", tenant, receipt_id).await
     }
 }

@@ -497,25 +497,10 @@ impl crate::marking::MarkingStore for Backend {
         next_at: chrono::DateTime<chrono::Utc>,
         error: &str,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE marking_rechecks SET next_check_at = $3, checks = checks + 1, last_error = $4 \
-             WHERE tenant_id = $1 AND receipt_id = $2",
-        )
-        .bind(tenant)
-        .bind(receipt_id)
-        .bind(next_at.timestamp_micros())
-        .bind(error)
-        .execute(&self.write)
-        .await?;
-        Ok(())
+        recheck_later(&self.write, "marking_rechecks", tenant, receipt_id, next_at, error).await
     }
 
     async fn marking_recheck_done(&self, tenant: Uuid, receipt_id: Uuid) -> Result<()> {
-        sqlx::query("DELETE FROM marking_rechecks WHERE tenant_id = $1 AND receipt_id = $2")
-            .bind(tenant)
-            .bind(receipt_id)
-            .execute(&self.write)
-            .await?;
-        Ok(())
+        recheck_done(&self.write, "marking_rechecks", tenant, receipt_id).await
     }
 }
