@@ -32,7 +32,6 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use uuid::Uuid;
 
-const PG_ENV: &str = "SAVDO_TEST_DATABASE_URL";
 const KIND: &str = "echo_test";
 
 // ----------------------------------------------------------------------------- log capture
@@ -315,23 +314,7 @@ struct Env {
     seen: Arc<Mutex<HashMap<i64, u32>>>,
     registry: Arc<Registry>,
     sync: Arc<SyncRegistry>,
-    pg_admin: Option<(String, String)>,
-}
-
-fn with_db(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let root = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{db}?{q}"),
-        None => format!("{root}/{db}"),
-    }
+    pg: Option<savdo_testkit::PgDb>,
 }
 
 async fn token_for(store: &Arc<dyn Storage>, tenant: Uuid, role: Role) -> String {
@@ -354,24 +337,14 @@ async fn token_for(store: &Arc<dyn Storage>, tenant: Uuid, role: Role) -> String
 async fn start(backend: Backend) -> Option<Env> {
     logs();
     let data_dir = tempfile::tempdir().unwrap();
-    let mut pg_admin = None;
+    let mut pg = None;
     let db_url = match backend {
         Backend::Sqlite => format!("sqlite://{}", data_dir.path().join("savdo.db").display()),
         Backend::Postgres => {
-            let Some(admin) = std::env::var(PG_ENV).ok().filter(|v| !v.is_empty()) else {
-                let _ = writeln!(std::io::stderr(), "SKIP postgres: {PG_ENV} is not set");
-                return None;
-            };
-            let db = format!("savdo_t_{}", Uuid::new_v4().simple());
-            let mut c = sqlx::PgConnection::connect(&admin)
-                .await
-                .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
-                .execute(&mut c)
-                .await
-                .expect("create test database");
-            pg_admin = Some((admin.clone(), db.clone()));
-            with_db(&admin, &db)
+            let db = savdo_testkit::PgDb::create("savdo_t").await?;
+            let url = db.url();
+            pg = Some(db);
+            url
         }
     };
     let store = savdo_storage::connect(&db_url)
@@ -427,20 +400,14 @@ async fn start(backend: Backend) -> Option<Env> {
         seen,
         registry,
         sync,
-        pg_admin,
+        pg,
     })
 }
 
 async fn finish(env: Env) {
-    if let Some((admin, db)) = &env.pg_admin {
+    if let Some(pg) = &env.pg {
         drop(env.store);
-        if let Ok(mut c) = sqlx::PgConnection::connect(admin).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-            )))
-            .execute(&mut c)
-            .await;
-        }
+        pg.drop_db().await;
     }
 }
 

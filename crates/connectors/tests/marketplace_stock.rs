@@ -18,93 +18,13 @@ use savdo_integrations::{JobRunner, SyncRegistry, VaultHandle};
 use savdo_storage::integrations::{IntegrationStatus, Job, JobStatus, NewIntegration};
 use savdo_storage::marketplace::{LinkChange, Mapping, MappingFilter};
 use savdo_storage::{Actor, NewStockDoc, ProductFields, StockDocKind, StockDocLine, Storage};
+use savdo_testkit::Backend;
 use serde_json::{Value, json};
-use sqlx::Connection;
 use uuid::Uuid;
 
-const PG_ENV: &str = "SAVDO_TEST_DATABASE_URL";
 const BUFFER_UNITS: i64 = 2;
 
 // ----------------------------------------------------------------------------- databases
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-struct Db {
-    store: Arc<dyn Storage>,
-    _dir: Option<tempfile::TempDir>,
-    pg: Option<(String, String)>,
-}
-
-fn with_db(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let root = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{db}?{q}"),
-        None => format!("{root}/{db}"),
-    }
-}
-
-/// A fresh database, or `None` (with a visible SKIP) when PostgreSQL is not configured.
-async fn open(backend: Backend) -> Option<Db> {
-    match backend {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("savdo.db").display());
-            let store = savdo_storage::connect(&url).await.unwrap();
-            store.migrate().await.unwrap();
-            Some(Db {
-                store,
-                _dir: Some(dir),
-                pg: None,
-            })
-        }
-        Backend::Postgres => {
-            let Some(admin) = std::env::var(PG_ENV).ok().filter(|v| !v.is_empty()) else {
-                use std::io::Write;
-                let _ = writeln!(std::io::stderr(), "SKIP postgres: {PG_ENV} is not set");
-                return None;
-            };
-            let db = format!("savdo_mp_{}", Uuid::new_v4().simple());
-            let mut c = sqlx::PgConnection::connect(&admin)
-                .await
-                .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
-                .execute(&mut c)
-                .await
-                .unwrap();
-            let store = savdo_storage::connect(&with_db(&admin, &db)).await.unwrap();
-            store.migrate().await.unwrap();
-            Some(Db {
-                store,
-                _dir: None,
-                pg: Some((admin, db)),
-            })
-        }
-    }
-}
-
-async fn drop_db(pg: Option<(String, String)>) {
-    if let Some((admin, db)) = pg
-        && let Ok(mut c) = sqlx::PgConnection::connect(&admin).await
-    {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-        )))
-        .execute(&mut c)
-        .await;
-    }
-}
 
 /// Run `f` on a fresh environment; the PostgreSQL database is dropped whatever happens.
 async fn run<F, Fut>(backend: Backend, f: F)
@@ -112,16 +32,17 @@ where
     F: FnOnce(Env) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let Some(db) = open(backend).await else {
+    let Some((store, db)) = savdo_testkit::fresh_store(backend, "savdo_mp").await else {
         return;
     };
-    let pg = db.pg.clone();
     let res = tokio::spawn(async move {
-        let env = Env::new(db).await;
+        let env = Env::new(store).await;
         f(env).await
     })
     .await;
-    drop_db(pg).await;
+    db.drop_db().await;
+    // Tasks the test started may still use the SQLite file: keep its directory.
+    std::mem::forget(db);
     if let Err(e) = res {
         match e.try_into_panic() {
             Ok(p) => std::panic::resume_unwind(p),
@@ -239,14 +160,11 @@ struct Env {
 }
 
 impl Env {
-    async fn new(db: Db) -> Env {
+    async fn new(store: Arc<dyn Storage>) -> Env {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let sandbox = savdo_sandbox::spawn("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let store = db.store.clone();
-        // Keep the temporary directory alive as long as the store.
-        std::mem::forget(db);
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         let hub = HttpHub::new(clock.clone(), Arc::new(MemorySink::new())).unwrap();
         let mut registry = Registry::builtin();
@@ -292,36 +210,19 @@ impl Env {
     }
 
     async fn control(&self, m: Market, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!(
-                "{}/_control/{}/{path}",
-                self.sandbox.url(),
-                m.kind()
-            ))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{path}: {status} {v}");
-        v
+        savdo_testkit::marketplace::control_post(
+            &self.http,
+            &self.sandbox.url(),
+            m.kind(),
+            path,
+            body,
+        )
+        .await
     }
 
     async fn control_get(&self, m: Market, path: &str) -> Value {
-        self.http
-            .get(format!(
-                "{}/_control/{}/{path}",
-                self.sandbox.url(),
-                m.kind()
-            ))
-            .send()
+        savdo_testkit::marketplace::control_get(&self.http, &self.sandbox.url(), m.kind(), path)
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 
     async fn seed(&self, m: Market, items: Vec<Value>) {

@@ -41,28 +41,18 @@ impl Env {
     }
 
     async fn control(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}/_control/ozon/{path}", self.sandbox.url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{path}: {status} {v}");
-        v
+        savdo_testkit::marketplace::control_post(
+            &self.http,
+            &self.sandbox.url(),
+            "ozon",
+            path,
+            body,
+        )
+        .await
     }
 
     async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}/_control/ozon/{path}", self.sandbox.url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        savdo_testkit::marketplace::control_get(&self.http, &self.sandbox.url(), "ozon", path).await
     }
 
     async fn stock_of(&self, offer_id: &str) -> i64 {

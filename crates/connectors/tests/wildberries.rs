@@ -42,34 +42,24 @@ impl Env {
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!(
-                "{}/_control/wildberries/{path}",
-                self.sandbox.url()
-            ))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let body: Value = r.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{path}: {status} {body}");
-        body
+        savdo_testkit::marketplace::control_post(
+            &self.http,
+            &self.sandbox.url(),
+            "wildberries",
+            path,
+            body,
+        )
+        .await
     }
 
     async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!(
-                "{}/_control/wildberries/{path}",
-                self.sandbox.url()
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        savdo_testkit::marketplace::control_get(
+            &self.http,
+            &self.sandbox.url(),
+            "wildberries",
+            path,
+        )
+        .await
     }
 
     async fn clear_stats(&self) {

@@ -15,12 +15,12 @@ use savdo_storage::{
     Actor, NewStockDoc, PaymentInput, PgStore, ProductFields, ReceiptInput, ReceiptLineInput,
     ReceiptOutcome, SqliteStore, StockDocKind, StockDocLine, Storage, StorageError,
 };
+use savdo_testkit::{PG_ENV, PgDb};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-const PG_ENV: &str = "SAVDO_TEST_DATABASE_URL";
 const PRICE: i64 = 10_000;
 
 /// For each `async fn name(kind: Kind)`, a module `name` with a `sqlite` and a `postgres` test.
@@ -77,23 +77,7 @@ struct Db {
     raw: Raw,
     url: String,
     dir: Option<std::path::PathBuf>,
-    drop_pg: Option<(String, String)>,
-}
-
-fn with_db(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let root = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{db}?{q}"),
-        None => format!("{root}/{db}"),
-    }
+    drop_pg: Option<PgDb>,
 }
 
 impl Db {
@@ -120,16 +104,8 @@ impl Db {
             }
             Kind::Postgres => {
                 let admin = std::env::var(PG_ENV).expect("postgres url");
-                let name = format!("savdo_gc_{}", Uuid::new_v4().simple());
-                let mut c = sqlx::PgConnection::connect(&admin)
-                    .await
-                    .unwrap_or_else(|e| panic!("{PG_ENV} is set but unreachable: {e}"));
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                    .execute(&mut c)
-                    .await
-                    .expect("create database");
-                let _ = c.close().await;
-                let url = with_db(&admin, &name);
+                let pg = PgDb::create_on(admin, "savdo_gc").await;
+                let url = pg.url();
                 let s = PgStore::connect(&url)
                     .await
                     .expect("open postgres")
@@ -141,7 +117,7 @@ impl Db {
                     raw: Raw::Pg(sqlx::PgPool::connect(&url).await.expect("raw pool")),
                     url,
                     dir: None,
-                    drop_pg: Some((admin, name)),
+                    drop_pg: Some(pg),
                 }
             }
         }
@@ -216,24 +192,8 @@ impl Drop for Db {
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
-        if let Some((admin, name)) = self.drop_pg.take() {
-            // Drop runs inside the test's runtime: a thread with its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async move {
-                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        )))
-                        .execute(&mut c)
-                        .await;
-                    }
-                });
-            })
-            .join();
+        if let Some(pg) = self.drop_pg.take() {
+            pg.drop_db_blocking();
         }
     }
 }

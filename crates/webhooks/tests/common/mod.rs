@@ -16,11 +16,10 @@ use savdo_domain::clock::ManualClock;
 use savdo_domain::tenant::Role;
 use savdo_integrations::VaultHandle;
 use savdo_storage::{Actor, Storage};
+use savdo_testkit::{Backend, FreshDb};
 use serde_json::Value;
 use sqlx::Connection;
 use uuid::Uuid;
-
-pub const PG_ENV: &str = "SAVDO_TEST_DATABASE_URL";
 
 #[macro_export]
 macro_rules! backend_tests {
@@ -138,53 +137,22 @@ impl Env {
     }
 }
 
-fn with_db(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let root = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{db}?{q}"),
-        None => format!("{root}/{db}"),
-    }
-}
-
 pub async fn run<F, Fut>(pg: bool, f: F)
 where
     F: FnOnce(Env) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     savdo_webhooks::init_crypto();
-    let mut _dir = None;
-    let mut drop_db = None;
-    let url = if pg {
-        let Some(admin) = std::env::var(PG_ENV).ok().filter(|v| !v.is_empty()) else {
-            eprintln!("SKIP postgres: {PG_ENV} is not set");
-            return;
-        };
-        let db = format!("savdo_t_{}", Uuid::new_v4().simple());
-        let mut c = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
-            .execute(&mut c)
-            .await
-            .expect("create test database");
-        drop_db = Some((admin.clone(), db.clone()));
-        with_db(&admin, &db)
+    let backend = if pg {
+        Backend::Postgres
     } else {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("savdo.db").display());
-        _dir = Some(dir);
-        url
+        Backend::Sqlite
     };
-    let store = savdo_storage::connect(&url).await.expect("open storage");
-    store.migrate().await.expect("migrate");
+    let Some(db) = FreshDb::new(backend, "savdo_t").await else {
+        return;
+    };
+    let url = db.url.clone();
+    let store = db.store().await;
     let t = store.create_tenant("Test shop").await.expect("tenant");
     let vault_dir = tempfile::tempdir().expect("vault dir");
     let vault = VaultHandle::open(vault_dir.path()).expect("vault");
@@ -206,15 +174,7 @@ where
         pg,
     };
     let res = tokio::spawn(f(env)).await;
-    if let Some((admin, db)) = drop_db
-        && let Ok(mut c) = sqlx::PgConnection::connect(&admin).await
-    {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-        )))
-        .execute(&mut c)
-        .await;
-    }
+    db.drop_db().await;
     if let Err(e) = res {
         match e.try_into_panic() {
             Ok(p) => std::panic::resume_unwind(p),

@@ -11,11 +11,11 @@ use reqwest::header::HeaderMap;
 use savdo_api::AppState;
 use savdo_domain::tenant::Role;
 use savdo_storage::{Actor, NewToken, Storage};
+use savdo_testkit::PgDb;
 use serde_json::{Value, json};
-use sqlx::Connection;
 use uuid::Uuid;
 
-pub const PG_ENV: &str = "SAVDO_TEST_DATABASE_URL";
+pub use savdo_testkit::PG_ENV;
 
 /// Generates, for each named `async fn name(srv: Srv)`, a module `name` with a `sqlite` and a
 /// `postgres` test.
@@ -59,7 +59,7 @@ struct Guard {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
-    pg: Option<(String, String)>,
+    pg: Option<PgDb>,
 }
 
 fn init_crypto() {
@@ -67,23 +67,6 @@ fn init_crypto() {
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-}
-
-/// The admin URL with another database name.
-fn with_db(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let root = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{db}?{q}"),
-        None => format!("{root}/{db}"),
-    }
 }
 
 /// Run `f` against a fresh server on `backend`; PostgreSQL is skipped (visibly) without the
@@ -116,14 +99,8 @@ where
     if let Some(h) = guard.server.take() {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), h).await;
     }
-    if let Some((admin, db)) = guard.pg.take()
-        && let Ok(mut c) = sqlx::PgConnection::connect(&admin).await
-    {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-        )))
-        .execute(&mut c)
-        .await;
+    if let Some(pg) = guard.pg.take() {
+        pg.drop_db().await;
     }
     if let Err(e) = res {
         match e.try_into_panic() {
@@ -150,17 +127,10 @@ async fn start(backend: Backend) -> (Srv, Guard) {
         }
         Backend::Postgres => {
             let admin = std::env::var(PG_ENV).expect("checked by run");
-            let db = format!("savdo_t_{}", Uuid::new_v4().simple());
-            let mut c = sqlx::PgConnection::connect(&admin)
-                .await
-                .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
-                .execute(&mut c)
-                .await
-                .expect("create test database");
-            drop(c);
-            guard.pg = Some((admin.clone(), db.clone()));
-            savdo_storage::connect(&with_db(&admin, &db))
+            let pg = PgDb::create_on(admin, "savdo_t").await;
+            let url = pg.url();
+            guard.pg = Some(pg);
+            savdo_storage::connect(&url)
                 .await
                 .expect("open postgres test database")
         }

@@ -18,7 +18,7 @@ use savdo_domain::receipt::{PaymentMethod, ReceiptType};
 use savdo_storage::{
     Actor, OutboxEvent, PaymentInput, ProductFields, ReceiptInput, ReceiptLineInput, Storage,
 };
-use sqlx::Connection;
+use savdo_testkit::PgDb;
 use uuid::Uuid;
 
 pub const PG_ENV: &str = "SAVDO_TEST_DATABASE_URL";
@@ -57,24 +57,7 @@ pub struct Db {
     pub raw: Raw,
     pub pg: bool,
     _dir: Option<tempfile::TempDir>,
-    drop_pg: Option<(String, String)>,
-}
-
-/// The URL with another database name (keeping any query string).
-fn with_db(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let root = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{db}?{q}"),
-        None => format!("{root}/{db}"),
-    }
+    drop_pg: Option<PgDb>,
 }
 
 pub fn env(name: &str) -> Option<String> {
@@ -108,17 +91,8 @@ impl Db {
             eprintln!("SKIP postgres: {PG_ENV} is not set");
             return None;
         };
-        let name = format!("savdo_t_{}", Uuid::new_v4().simple());
-        let mut c = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut c)
-            .await
-            .expect("create test database");
-        let _ = c.close().await;
-        let url = with_db(&admin, &name);
-        let db_guard = (admin.clone(), name.clone());
+        let db_guard = PgDb::create_on(admin, "savdo_t").await;
+        let url = db_guard.url();
         let store = savdo_storage::connect(&url).await.expect("open postgres");
         store.migrate().await.expect("migrate postgres");
         let raw = sqlx::postgres::PgPoolOptions::new()
@@ -158,24 +132,8 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
-        if let Some((admin, name)) = self.drop_pg.take() {
-            // Drop runs inside the test's runtime: use a thread with its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async move {
-                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        )))
-                        .execute(&mut c)
-                        .await;
-                    }
-                });
-            })
-            .join();
+        if let Some(pg) = self.drop_pg.take() {
+            pg.drop_db_blocking();
         }
     }
 }
