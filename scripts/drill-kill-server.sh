@@ -5,7 +5,7 @@
 #
 #   scripts/drill-kill-server.sh [KILLS] [SECONDS_BETWEEN_KILLS]     (defaults: 10 and 2)
 #
-# Uses target/release/{savdo,savdo-bench} (or $CARGO_TARGET_DIR/release): build them first with
+# Uses target/release/{savdo,savdo-bench} (or $CARGO_TARGET_DIR/release; BIN=dir overrides): build them first with
 #   cargo build --release -p savdo -p savdo-bench
 # Everything runs on loopback over SQLite in a temporary directory (or PostgreSQL when
 # SAVDO_DRILL_DATABASE_URL names a fresh, empty database). Bounded: at most 20 kills, and the
@@ -17,7 +17,7 @@ KILLS=${1:-10}
 GAP=${2:-2}
 (( KILLS > 20 )) && KILLS=20
 (( KILLS < 1 )) && KILLS=1
-BIN="${CARGO_TARGET_DIR:-target}/release"
+BIN=${BIN:-"${CARGO_TARGET_DIR:-target}/release"}
 SAVDO="$BIN/savdo"
 BENCH="$BIN/savdo-bench"
 for b in "$SAVDO" "$BENCH"; do

@@ -4,6 +4,10 @@
 mod checkout;
 mod events;
 mod fiscal;
+mod fiscal_drill;
+mod loyalty_drill;
+mod loyalty_outage;
+mod marketplace_sync;
 mod raw;
 mod server;
 mod setup;
@@ -31,19 +35,24 @@ enum Cmd {
     Events(events::EventsArgs),
     /// Receipts/s through the fiscal gateway on virtual devices, journal on.
     Fiscal(fiscal::FiscalArgs),
-    /// Checkout p99 with JOWi Club answering, then down (not available yet).
-    LoyaltyOutage,
-    /// Stock changes pushed to the marketplace simulators (not available yet).
-    MarketplaceSync,
+    /// Loyalty sales with JOWi Club answering, then down (black-holed, refusing): p99 and ratio.
+    LoyaltyOutage(loyalty_outage::LoyaltyOutageArgs),
+    /// Stock changes pushed to the marketplace simulators: requests vs the minimum, 429s, time.
+    MarketplaceSync(marketplace_sync::MarketplaceSyncArgs),
+    /// Drill: marketplace simulators answer 429/5xx at random while stock changes; final stock equal.
+    MarketplaceChaos(marketplace_sync::MarketplaceChaosArgs),
     /// Drill helper: tills against a running server, retrying through its deaths.
     Load(verify::LoadArgs),
     /// Drill helper: every acknowledged receipt stored once, stock = movements, events delivered.
     Verify(verify::VerifyArgs),
-}
-
-fn not_yet(name: &str, needs: &str) -> anyhow::Result<()> {
-    eprintln!("savdo-bench {name}: not available yet: {needs}. No figures are reported.");
-    std::process::exit(2);
+    /// Drill helper: sales against a running fiscal gateway, retrying through its deaths.
+    FiscalLoad(fiscal_drill::FiscalLoadArgs),
+    /// Drill helper: every acknowledged sale registered, and printed exactly once.
+    FiscalVerify(fiscal_drill::FiscalVerifyArgs),
+    /// Drill helper: loyalty sales against a running server while JOWi Club goes down and back.
+    LoyaltyLoad(loyalty_drill::LoyaltyLoadArgs),
+    /// Drill helper: no sale refused, every accrual in JOWi's ledger exactly once.
+    LoyaltyVerify(loyalty_drill::LoyaltyVerifyArgs),
 }
 
 #[tokio::main]
@@ -54,15 +63,29 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Checkout(a) => checkout::run(a).await,
         Cmd::Events(a) => events::run(a).await,
         Cmd::Fiscal(a) => fiscal::run(a).await,
-        Cmd::LoyaltyOutage => not_yet(
-            "loyalty-outage",
-            "the JOWi Club loyalty integration is not in the server yet",
-        ),
-        Cmd::MarketplaceSync => not_yet(
-            "marketplace-sync",
-            "the marketplace connectors are not in the server yet",
-        ),
+        Cmd::LoyaltyOutage(a) => loyalty_outage::run(a).await,
+        Cmd::MarketplaceSync(a) => marketplace_sync::run(a).await,
+        Cmd::MarketplaceChaos(a) => {
+            if !marketplace_sync::chaos(a).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Load(a) => verify::load(a).await,
+        Cmd::FiscalLoad(a) => fiscal_drill::load(a).await,
+        Cmd::LoyaltyLoad(a) => loyalty_drill::load(a).await,
+        Cmd::LoyaltyVerify(a) => {
+            if !loyalty_drill::verify(a).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::FiscalVerify(a) => {
+            if !fiscal_drill::verify(a).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Verify(a) => {
             if !verify::verify(a).await? {
                 std::process::exit(1);
