@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use savdo_bus::{Bus, ConsumerRunner};
 use savdo_connectors::marketplace::mapping::register_sync;
@@ -173,10 +174,14 @@ impl Env {
         savdo_connectors::ozon::register(&mut registry);
         let registry = Arc::new(registry);
         let vault = Arc::new(VaultHandle::new(Vault::ephemeral().unwrap()));
+        // Push at once: these tests count requests per round after the changes are in.
         let engine = Arc::new(PushEngine::new(
             store.clone(),
             clock.clone(),
-            PushConfig::default(),
+            PushConfig {
+                settle: Duration::ZERO,
+                ..PushConfig::default()
+            },
         ));
         let mut sync = SyncRegistry::new();
         register_sync(&mut sync, engine.clone(), None);
@@ -1028,7 +1033,90 @@ async fn rejected_items_back_off(env: Env) {
     assert!(!m.stock.pending && m.stock.last_error.is_none() && m.stock.attempts == 0);
 }
 
+/// Changes that arrive over several seconds (as they do through the event path) leave in one
+/// request once they stop coming, and never wait longer than `max_settle`.
+async fn changes_arriving_over_time_settle(env: Env) {
+    let (products, _ids) = catalogue(&env, 12).await;
+    env.pusher.drain().await.unwrap();
+    let engine = Arc::new(PushEngine::new(
+        env.store.clone(),
+        env.clock.clone(),
+        PushConfig {
+            settle: Duration::from_secs(2),
+            max_settle: Duration::from_secs(6),
+            ..PushConfig::default()
+        },
+    ));
+    let pool = Arc::new(ConnectorPool::new(
+        env.vault.clone(),
+        env.registry.clone(),
+        env.hub.clone(),
+    ));
+    let pusher = StockPusher::new(engine, pool);
+    let wb = Market::Wildberries;
+    let base = env.stock_requests(wb).await.0;
+    let sent = |n: u64| n - base;
+
+    // Three waves a second apart, then quiet: nothing goes until the set stops growing for 2 s.
+    for wave in 0..3 {
+        let lines: Vec<(Uuid, i64)> = products[wave * 3..wave * 3 + 3]
+            .iter()
+            .map(|p| (*p, 1_000))
+            .collect();
+        env.stock_doc(StockDocKind::Supply, env.feeding[0], &lines)
+            .await;
+        env.consume().await;
+        pusher.pass().await.unwrap();
+        assert_eq!(
+            sent(env.stock_requests(wb).await.0),
+            0,
+            "wave {wave}: still settling"
+        );
+        env.advance(1).await;
+    }
+    pusher.pass().await.unwrap();
+    assert_eq!(
+        sent(env.stock_requests(wb).await.0),
+        0,
+        "1 s quiet: not yet"
+    );
+    env.advance(1).await;
+    pusher.pass().await.unwrap();
+    assert_eq!(
+        sent(env.stock_requests(wb).await.0),
+        1,
+        "9 items in one request"
+    );
+    assert_remote_equals_ours(&env, wb, &products).await;
+
+    // A steady trickle: pushed once max_settle has passed, not held back for ever.
+    let before = env.stock_requests(wb).await.0;
+    let mut pushed_at = None;
+    for k in 0..9_usize {
+        env.stock_doc(
+            StockDocKind::Supply,
+            env.feeding[1],
+            &[(products[k % products.len()], 1_000)],
+        )
+        .await;
+        env.consume().await;
+        pusher.pass().await.unwrap();
+        if pushed_at.is_none() && env.stock_requests(wb).await.0 > before {
+            pushed_at = Some(k);
+        }
+        env.advance(1).await;
+    }
+    assert_eq!(
+        pushed_at,
+        Some(6),
+        "pushed when max_settle (6 s) had passed"
+    );
+    env.pusher.drain().await.unwrap();
+    assert_remote_equals_ours(&env, wb, &products).await;
+}
+
 backend_tests!(
+    changes_arriving_over_time_settle,
     rejected_items_back_off,
     push_lease_is_exclusive,
     mapping_by_barcode,

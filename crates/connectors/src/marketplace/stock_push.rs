@@ -129,6 +129,11 @@ pub struct PushConfig {
     pub idle: Duration,
     /// Batches one integration gets per claim before others get their turn.
     pub batches_per_claim: usize,
+    /// Coalescing: while less than a full batch is due and more items keep becoming due, the
+    /// pusher waits until none has been added for this long…
+    pub settle: Duration,
+    /// …but never longer than this after it first saw them due. Zero `settle` pushes at once.
+    pub max_settle: Duration,
 }
 
 impl Default for PushConfig {
@@ -140,6 +145,8 @@ impl Default for PushConfig {
             default_block: Duration::from_secs(1),
             idle: Duration::from_millis(500),
             batches_per_claim: 20,
+            settle: Duration::from_secs(1),
+            max_settle: Duration::from_secs(10),
         }
     }
 }
@@ -484,6 +491,15 @@ pub struct StockPusher {
     pool: Arc<ConnectorPool>,
     owner: Uuid,
     wake: Arc<Notify>,
+    /// Integrations whose due set is still growing (see [`PushConfig::settle`]).
+    settling: std::sync::Mutex<HashMap<Uuid, Settling>>,
+}
+
+/// What the pusher last saw of an integration's due stock while it waited for it to settle.
+struct Settling {
+    first_seen: DateTime<Utc>,
+    last_growth: DateTime<Utc>,
+    due: usize,
 }
 
 impl StockPusher {
@@ -493,7 +509,62 @@ impl StockPusher {
             pool,
             owner: savdo_domain::ids::new_id(),
             wake: Arc::new(Notify::new()),
+            settling: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether the integration's due stock may go now: a full batch is due, or the due set has
+    /// stopped growing for `settle`, or it has waited `max_settle`. A burst of changes arriving
+    /// over a few seconds through the event path thus leaves in full batches, not a request per
+    /// pass, at the cost of at most `max_settle` of staleness.
+    async fn stock_settled(
+        &self,
+        i: &Integration,
+        c: &dyn MarketplaceConnector,
+    ) -> Result<bool, ConnectorError> {
+        let cfg = &self.engine.config;
+        if cfg.settle.is_zero() {
+            return Ok(true);
+        }
+        let batch = c.max_stock_batch().max(1);
+        let now = self.engine.clock.now();
+        let due = self
+            .engine
+            .store
+            .due_items(
+                i.tenant_id,
+                i.id,
+                Channel::Stock,
+                &DueQuery {
+                    now,
+                    pushed_before: None,
+                    only: None,
+                    limit: u32::try_from(batch).unwrap_or(u32::MAX),
+                },
+            )
+            .await
+            .map_err(storage_err)?
+            .len();
+        let mut settling = self.settling.lock().unwrap_or_else(|e| e.into_inner());
+        if due == 0 || due >= batch {
+            settling.remove(&i.id);
+            return Ok(true);
+        }
+        let s = settling.entry(i.id).or_insert(Settling {
+            first_seen: now,
+            last_growth: now,
+            due,
+        });
+        if s.due != due {
+            s.due = due;
+            s.last_growth = now;
+        }
+        let ready = now - s.last_growth >= to_chrono(cfg.settle)
+            || now - s.first_seen >= to_chrono(cfg.max_settle);
+        if ready {
+            settling.remove(&i.id);
+        }
+        Ok(ready)
     }
 
     /// Woken by the consumer after it marks items, so a push need not wait for the next look.
@@ -573,7 +644,17 @@ impl StockPusher {
         }
         let mut last = BatchReport::default();
         let mut outcome = Ok(());
+        let stock_ready = match self.stock_settled(i, mc).await {
+            Ok(ready) => ready,
+            Err(e) => {
+                self.engine.release(i, self.owner, &last).await?;
+                return Err(e);
+            }
+        };
         for channel in [Channel::Stock, Channel::Price] {
+            if channel == Channel::Stock && !stock_ready {
+                continue;
+            }
             for _ in 0..self.engine.config.batches_per_claim.max(1) {
                 let r = match channel {
                     Channel::Stock => self.engine.push_stock_batch(i, mc, None).await,
