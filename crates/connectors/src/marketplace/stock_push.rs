@@ -129,8 +129,8 @@ pub struct PushConfig {
     pub idle: Duration,
     /// Batches one integration gets per claim before others get their turn.
     pub batches_per_claim: usize,
-    /// Coalescing: while less than a full batch is due and more items keep becoming due, the
-    /// pusher waits until none has been added for this long…
+    /// Coalescing: while less than a claim's worth of batches is due and more items keep
+    /// becoming due, the pusher waits until none has been added for this long…
     pub settle: Duration,
     /// …but never longer than this after it first saw them due. Zero `settle` pushes at once.
     pub max_settle: Duration,
@@ -513,8 +513,8 @@ impl StockPusher {
         }
     }
 
-    /// Whether the integration's due stock may go now: a full batch is due, or the due set has
-    /// stopped growing for `settle`, or it has waited `max_settle`. A burst of changes arriving
+    /// Whether the integration's due stock may go now: a full claim's worth of batches is due,
+    /// or the due set has stopped growing for `settle`, or it has waited `max_settle`. A burst of changes arriving
     /// over a few seconds through the event path thus leaves in full batches, not a request per
     /// pass, at the cost of at most `max_settle` of staleness.
     async fn stock_settled(
@@ -526,7 +526,11 @@ impl StockPusher {
         if cfg.settle.is_zero() {
             return Ok(true);
         }
-        let batch = c.max_stock_batch().max(1);
+        // What one claim can send: more due than that goes at once, less waits to settle.
+        let full = c
+            .max_stock_batch()
+            .max(1)
+            .saturating_mul(cfg.batches_per_claim.max(1));
         let now = self.engine.clock.now();
         let due = self
             .engine
@@ -539,14 +543,14 @@ impl StockPusher {
                     now,
                     pushed_before: None,
                     only: None,
-                    limit: u32::try_from(batch).unwrap_or(u32::MAX),
+                    limit: u32::try_from(full).unwrap_or(u32::MAX),
                 },
             )
             .await
             .map_err(storage_err)?
             .len();
         let mut settling = self.settling.lock().unwrap_or_else(|e| e.into_inner());
-        if due == 0 || due >= batch {
+        if due == 0 || due >= full {
             settling.remove(&i.id);
             return Ok(true);
         }
