@@ -632,15 +632,17 @@ impl Setup {
                     foreign.2,
                 )))
                 .collect();
+            // Fixed ids, so a second run on the same data directory finds the same items again
+            // instead of leaving stale ones behind.
             let seed = match kind {
                 "uzum" => {
-                    json!({"clear": true, "products": catalogue.iter().map(|(b, n, pr)| json!({"barcode": b, "title": n, "price": pr, "amount": 0})).collect::<Vec<_>>()})
+                    json!({"clear": true, "products": catalogue.iter().zip(1001_u64..).map(|((b, n, pr), id)| json!({"sku_id": id, "product_id": id, "barcode": b, "title": n, "price": pr, "amount": 0})).collect::<Vec<_>>()})
                 }
                 "wildberries" => {
-                    json!({"clear": true, "products": catalogue.iter().map(|(b, n, pr)| json!({"barcode": b, "title": n, "vendor_code": b, "price": pr, "amount": 0})).collect::<Vec<_>>()})
+                    json!({"clear": true, "products": catalogue.iter().zip(5001_u64..).map(|((b, n, pr), id)| json!({"chrt_id": id, "nm_id": id, "barcode": b, "title": n, "vendor_code": b, "price": pr, "amount": 0})).collect::<Vec<_>>()})
                 }
                 "ozon" => {
-                    json!({"clear": true, "products": catalogue.iter().map(|(b, n, pr)| json!({"offer_id": b, "barcode": b, "name": n, "price": pr.to_string(), "stock": 0})).collect::<Vec<_>>()})
+                    json!({"clear": true, "products": catalogue.iter().zip(7001_u64..).map(|((b, n, pr), id)| json!({"product_id": id, "offer_id": b, "barcode": b, "name": n, "price": pr.to_string(), "stock": 0})).collect::<Vec<_>>()})
                 }
                 _ => continue,
             };
