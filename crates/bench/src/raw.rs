@@ -2,10 +2,11 @@
 //! executed directly with sqlx, without HTTP, JSON parsing, validation or the reads that
 //! validation makes. What the API reaches is compared with this, measured in the same run.
 //!
-//! Per receipt, as in `record_receipt` (storage `backend/shared.rs`): take the store's receipt
-//! number, insert the receipt row with its JSON document, then per line insert the line, upsert
-//! the stock level and insert the movement, then the `receipt.created` outbox row, the marking
-//! code (marked line only) and one `stock.changed` outbox row per line; commit.
+//! Per receipt, as in `write_receipt` (storage `backend/shared.rs`): take the store's receipt
+//! number, insert the receipt row with its JSON document, the lines (one multi-row `INSERT`), the
+//! stock levels (one multi-row upsert), the movements (one multi-row `INSERT`), the
+//! `receipt.created` outbox row, the marking code (marked line only) and the `stock.changed`
+//! outbox rows (one multi-row `INSERT`); commit.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -156,13 +157,16 @@ fn now_micros() -> i64 {
 const UPDATE_STORE: &str = "UPDATE stores SET next_receipt_no = next_receipt_no + 1 WHERE tenant_id = $1 AND id = $2 RETURNING next_receipt_no - 1";
 const INSERT_RECEIPT: &str = "INSERT INTO receipts (tenant_id, id, number, kind, refund_of, store_id, terminal_id, total, request_hash, doc, sold_at, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (tenant_id, id) DO NOTHING";
-const INSERT_LINE: &str = "INSERT INTO receipt_lines (tenant_id, receipt_id, line_no, product_id, qty, amount) VALUES ($1, $2, $3, $4, $5, $6)";
-const UPSERT_LEVEL: &str = "INSERT INTO stock_levels (tenant_id, store_id, product_id, on_hand, reserved) VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (tenant_id, store_id, product_id) DO UPDATE \
+// Multi-row statements, as the server writes them: one per kind of row, whatever the lines.
+const INSERT_LINES: &str =
+    "INSERT INTO receipt_lines (tenant_id, receipt_id, line_no, product_id, qty, amount) ";
+const UPSERT_LEVELS: &str =
+    "INSERT INTO stock_levels (tenant_id, store_id, product_id, on_hand, reserved) ";
+const UPSERT_LEVELS_TAIL: &str = " ON CONFLICT (tenant_id, store_id, product_id) DO UPDATE \
      SET on_hand = stock_levels.on_hand + excluded.on_hand, reserved = stock_levels.reserved + excluded.reserved \
      RETURNING store_id, product_id, on_hand, reserved";
-const INSERT_MOVEMENT: &str = "INSERT INTO stock_movements (id, tenant_id, store_id, product_id, doc_type, doc_id, delta, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const INSERT_MOVEMENTS: &str = "INSERT INTO stock_movements (id, tenant_id, store_id, product_id, doc_type, doc_id, delta, created_at) ";
+const INSERT_OUTBOX_ROWS: &str = "INSERT INTO outbox (id, tenant_id, type, data, created_at) ";
 const INSERT_OUTBOX: &str =
     "INSERT INTO outbox (id, tenant_id, type, data, created_at) VALUES ($1, $2, $3, $4, $5)";
 const INSERT_MARKING: &str = "INSERT INTO marking_codes (tenant_id, label, gtin, code, product_id, state, sale_receipt_id, sale_line_no, refund_receipt_id, online_check, check_note, updated_at) \
@@ -222,42 +226,49 @@ macro_rules! raw_backend {
                             .bind(now)
                             .execute(&mut *tx)
                             .await?;
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(INSERT_LINES);
+                        qb.push_values(r.lines.iter().enumerate(), |mut b, (i, (product, qty, amount))| {
+                            b.push_bind(tenant)
+                                .push_bind(r.id)
+                                .push_bind(i as i64 + 1)
+                                .push_bind(*product)
+                                .push_bind(*qty)
+                                .push_bind(*amount);
+                        });
+                        qb.build().execute(&mut *tx).await?;
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(UPSERT_LEVELS);
+                        qb.push_values(r.lines.iter(), |mut b, (product, qty, _)| {
+                            b.push_bind(tenant)
+                                .push_bind(store)
+                                .push_bind(*product)
+                                .push_bind(-qty)
+                                .push_bind(0i64);
+                        });
+                        qb.push(UPSERT_LEVELS_TAIL);
                         let mut levels = Vec::with_capacity(r.lines.len());
-                        for (i, (product, qty, amount)) in r.lines.iter().enumerate() {
-                            sqlx::query(INSERT_LINE)
-                                .bind(tenant)
-                                .bind(r.id)
-                                .bind(i as i64 + 1)
-                                .bind(product)
-                                .bind(qty)
-                                .bind(amount)
-                                .execute(&mut *tx)
-                                .await?;
-                            let row = sqlx::query(UPSERT_LEVEL)
-                                .bind(tenant)
-                                .bind(store)
-                                .bind(product)
-                                .bind(-qty)
-                                .bind(0i64)
-                                .fetch_one(&mut *tx)
-                                .await?;
+                        for row in qb.build().fetch_all(&mut *tx).await? {
+                            let product: Uuid = row.try_get("product_id")?;
                             let on_hand: i64 = row.try_get("on_hand")?;
                             let reserved: i64 = row.try_get("reserved")?;
-                            levels.push(json!({"store_id": store, "product_id": product,
+                            levels.push((product, json!({"store_id": store, "product_id": product,
                                 "on_hand": on_hand as f64 / 1000.0, "reserved": reserved as f64 / 1000.0,
-                                "available": (on_hand - reserved) as f64 / 1000.0}));
-                            sqlx::query(INSERT_MOVEMENT)
-                                .bind(cfg.keys.new_id())
-                                .bind(tenant)
-                                .bind(store)
-                                .bind(product)
-                                .bind("sale")
-                                .bind(r.id)
-                                .bind(-qty)
-                                .bind(now_micros())
-                                .execute(&mut *tx)
-                                .await?;
+                                "available": (on_hand - reserved) as f64 / 1000.0})));
                         }
+                        // The server emits them in product order.
+                        levels.sort_by_key(|(p, _)| *p);
+                        let now = now_micros();
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(INSERT_MOVEMENTS);
+                        qb.push_values(r.lines.iter(), |mut b, (product, qty, _)| {
+                            b.push_bind(cfg.keys.new_id())
+                                .push_bind(tenant)
+                                .push_bind(store)
+                                .push_bind(*product)
+                                .push_bind("sale")
+                                .push_bind(r.id)
+                                .push_bind(-qty)
+                                .push_bind(now);
+                        });
+                        qb.build().execute(&mut *tx).await?;
                         sqlx::query(INSERT_OUTBOX)
                             .bind(cfg.keys.new_id())
                             .bind(tenant)
@@ -280,16 +291,15 @@ macro_rules! raw_backend {
                                 .fetch_optional(&mut *tx)
                                 .await?;
                         }
-                        for l in levels {
-                            sqlx::query(INSERT_OUTBOX)
-                                .bind(cfg.keys.new_id())
-                                .bind(tenant)
-                                .bind("stock.changed")
-                                .bind(Json(&l))
-                                .bind(now_micros())
-                                .execute(&mut *tx)
-                                .await?;
-                        }
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(INSERT_OUTBOX_ROWS);
+                        qb.push_values(levels.iter(), |mut b, (_, l)| {
+                            b.push_bind(cfg.keys.new_id())
+                                .push_bind(tenant)
+                                .push_bind("stock.changed")
+                                .push_bind(Json(l.clone()))
+                                .push_bind(now);
+                        });
+                        qb.build().execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
                     Ok(())

@@ -227,6 +227,31 @@ async fn forbid_negative_stock(srv: Srv) {
         )
         .await;
     r.problem(422, Some("lines[0].qty"));
+    // The same product on several lines: the line that takes it below zero is named, here
+    // the third (1 + 0.5 fits in 2, the next 1 does not), and none of the lines is kept.
+    let other = srv.create_product("SALT", 500).await;
+    srv.supply(a, other, json!(10)).await;
+    let r = srv
+        .post(
+            "/api/v1/receipts",
+            crate::common::sale(
+                a,
+                t,
+                &[
+                    (p, json!(1), 1000),
+                    (other, json!(1), 500),
+                    (p, json!(0.5), 1000),
+                    (p, json!(1), 1000),
+                ],
+            ),
+        )
+        .await;
+    let body = r.problem(422, Some("lines[3].qty"));
+    assert!(
+        body.to_string().contains("-0.5 available"),
+        "the level after that line: {body}"
+    );
+    assert_eq!(srv.level(a, other).await.0, 10_000);
     // Nothing changed, and selling what is there still works.
     assert_eq!(srv.level(a, p).await, (2_000, 0, 2_000));
     srv.post(

@@ -277,11 +277,158 @@ async fn current_on_hand(tx: &mut Tx, tenant: Uuid, store: Uuid, product: Uuid) 
     Ok(v.unwrap_or(0))
 }
 
+/// One `stock.changed` per level, in one statement (rows in key order).
 async fn emit_levels(tx: &mut Tx, tenant: Uuid, levels: &BTreeMap<(Uuid, Uuid), StockLevel>) -> Result<()> {
-    for l in levels.values() {
-        emit(tx, tenant, "stock.changed", serde_json::to_value(l)?).await?;
+    let now = now_micros();
+    let rows = levels.values().map(serde_json::to_value).collect::<std::result::Result<Vec<_>, _>>()?;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new("INSERT INTO outbox (id, tenant_id, type, data, created_at) ");
+        qb.push_values(chunk, |mut b, data| {
+            b.push_bind(new_id()).push_bind(tenant).push_bind("stock.changed").push_bind(Json(data)).push_bind(now);
+        });
+        qb.build().execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Rows one multi-row statement carries at most (well under both databases' bind limits).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// [`move_stock`] for the lines of one document in one store, in three statements whatever
+/// the number of lines: the levels upserted once per product (deltas summed), one movement per
+/// line with a non-zero delta. Returns each product's level after the whole document.
+async fn move_stock_lines(
+    tx: &mut Tx,
+    tenant: Uuid,
+    store: Uuid,
+    lines: &[(Uuid, i64)],
+    doc_type: &str,
+    doc_id: Uuid,
+) -> Result<BTreeMap<Uuid, StockLevel>> {
+    let mut per_product: BTreeMap<Uuid, i64> = BTreeMap::new();
+    for (p, d) in lines {
+        *per_product.entry(*p).or_insert(0) += d;
+    }
+    let per_product: Vec<(Uuid, i64)> = per_product.into_iter().collect();
+    let mut levels = BTreeMap::new();
+    for chunk in per_product.chunks(ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Db> =
+            QueryBuilder::new("INSERT INTO stock_levels (tenant_id, store_id, product_id, on_hand, reserved) ");
+        qb.push_values(chunk, |mut b, (p, d)| {
+            b.push_bind(tenant).push_bind(store).push_bind(*p).push_bind(*d).push_bind(0i64);
+        });
+        qb.push(
+            " ON CONFLICT (tenant_id, store_id, product_id) DO UPDATE \
+             SET on_hand = stock_levels.on_hand + excluded.on_hand, reserved = stock_levels.reserved + excluded.reserved \
+             RETURNING store_id, product_id, on_hand, reserved",
+        );
+        for row in qb.build().fetch_all(&mut **tx).await? {
+            let lv = level_from_row(&row)?;
+            levels.insert(lv.product_id, lv);
+        }
+    }
+    let moved: Vec<&(Uuid, i64)> = lines.iter().filter(|(_, d)| *d != 0).collect();
+    let now = now_micros();
+    for chunk in moved.chunks(ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new(
+            "INSERT INTO stock_movements (id, tenant_id, store_id, product_id, doc_type, doc_id, delta, created_at) ",
+        );
+        qb.push_values(chunk, |mut b, (p, d)| {
+            b.push_bind(new_id())
+                .push_bind(tenant)
+                .push_bind(store)
+                .push_bind(*p)
+                .push_bind(doc_type.to_owned())
+                .push_bind(doc_id)
+                .push_bind(*d)
+                .push_bind(now);
+        });
+        qb.build().execute(&mut **tx).await?;
+    }
+    Ok(levels)
+}
+
+/// After [`move_stock_lines`] took stock away: the first line (in line order) at which its
+/// product's available stock went below zero, with the level as it was right after that line.
+fn first_negative_line(lines: &[(Uuid, i64)], after: &BTreeMap<Uuid, StockLevel>) -> Option<(usize, StockLevel)> {
+    let mut total: HashMap<Uuid, i64> = HashMap::new();
+    for (p, d) in lines {
+        *total.entry(*p).or_insert(0) += d;
+    }
+    // Running on-hand per product, starting from the level before the document.
+    let mut running: HashMap<Uuid, i64> = HashMap::new();
+    for (i, (p, d)) in lines.iter().enumerate() {
+        let lv = after.get(p)?;
+        let on_hand = running.entry(*p).or_insert_with(|| lv.on_hand.milli() - total[p]);
+        *on_hand += d;
+        let available = *on_hand - lv.reserved.milli();
+        if *d < 0 && available < 0 {
+            return Some((
+                i,
+                StockLevel {
+                    store_id: lv.store_id,
+                    product_id: lv.product_id,
+                    on_hand: Qty::from_milli(*on_hand),
+                    reserved: lv.reserved,
+                    available: Qty::from_milli(available),
+                },
+            ));
+        }
+    }
+    None
+}
+
+/// Products by id (with their `deleted` flag), in one query.
+async fn products_in_tx(tx: &mut Tx, tenant: Uuid, ids: &[Uuid]) -> Result<HashMap<Uuid, (Product, bool)>> {
+    let mut found = HashMap::with_capacity(ids.len());
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new(format!("SELECT {PRODUCT_COLS}, deleted FROM products WHERE tenant_id = "));
+        qb.push_bind(tenant).push(" AND id IN (");
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        for r in qb.build().fetch_all(&mut **tx).await? {
+            let deleted: bool = r.try_get("deleted")?;
+            let p = product_from_row(&r)?;
+            found.insert(p.id, (p, deleted));
+        }
+    }
+    Ok(found)
+}
+
+/// What a receipt checks before its lines, in one query: the tenant's settings, the terminal
+/// (its store and open shift) and whether the store exists.
+struct ReceiptContext {
+    settings: TenantSettings,
+    terminal: Option<(Uuid, Option<Uuid>)>,
+    store_exists: bool,
+}
+
+async fn receipt_context(tx: &mut Tx, tenant: Uuid, terminal: Uuid, store: Uuid) -> Result<ReceiptContext> {
+    let row = sqlx::query(
+        "SELECT t.settings, tm.store_id AS terminal_store, tm.open_shift_id, tm.id AS terminal_id, \
+         (SELECT COUNT(*) FROM stores s WHERE s.tenant_id = $1 AND s.id = $3) AS stores \
+         FROM tenants t LEFT JOIN terminals tm ON tm.tenant_id = t.id AND tm.id = $2 WHERE t.id = $1",
+    )
+    .bind(tenant)
+    .bind(terminal)
+    .bind(store)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StorageError::NotFound("tenant"))?;
+    let settings: Json<Value> = row.try_get("settings")?;
+    let terminal_id: Option<Uuid> = row.try_get("terminal_id")?;
+    let terminal = match terminal_id {
+        Some(_) => Some((row.try_get("terminal_store")?, row.try_get("open_shift_id")?)),
+        None => None,
+    };
+    let stores: i64 = row.try_get("stores")?;
+    Ok(ReceiptContext { settings: serde_json::from_value(settings.0)?, terminal, store_exists: stores > 0 })
 }
 
 fn negative_stock(field: String, l: &StockLevel) -> StorageError {
@@ -1469,7 +1616,6 @@ async fn write_receipt(
     precheck: &crate::marking::MarkingPrecheck,
 ) -> Result<ReceiptOutcome> {
     let tenant = actor.tenant_id;
-    let settings = load_settings(tx, tenant).await?;
     let mut errors = Vec::new();
 
     if let Some(bound) = actor.store_id
@@ -1477,29 +1623,24 @@ async fn write_receipt(
     {
         return Err(StorageError::invalid("store_id", "this token is bound to another store"));
     }
-    let term = sqlx::query("SELECT store_id, open_shift_id FROM terminals WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant)
-        .bind(input.terminal_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    let shift_id: Option<Uuid> = match term {
+    let ctx = receipt_context(tx, tenant, input.terminal_id, input.store_id).await?;
+    let settings = ctx.settings;
+    let shift_id: Option<Uuid> = match ctx.terminal {
         None => {
             errors.push(FieldError::new("terminal_id", "no such terminal"));
             None
         }
-        Some(r) => {
-            let store: Uuid = r.try_get("store_id")?;
+        Some((store, shift)) => {
             if store != input.store_id {
                 errors.push(FieldError::new("terminal_id", "the terminal belongs to another store"));
             }
-            let shift: Option<Uuid> = r.try_get("open_shift_id")?;
             if shift.is_none() && settings.require_open_shift {
                 errors.push(FieldError::new("terminal_id", "no shift is open on this terminal (require_open_shift is on)"));
             }
             shift
         }
     };
-    if !store_exists(tx, tenant, input.store_id).await? {
+    if !ctx.store_exists {
         errors.push(FieldError::new("store_id", "no such store"));
     }
     if let Some(c) = input.customer_id {
@@ -1549,8 +1690,10 @@ async fn write_receipt(
     let mut lines = Vec::with_capacity(input.lines.len());
     let mut taking: HashMap<Uuid, i64> = HashMap::new();
     let mut marking = MarkingLines::default();
+    let ids: Vec<Uuid> = input.lines.iter().map(|l| l.product_id).collect();
+    let products = products_in_tx(tx, tenant, &ids).await?;
     for (i, l) in input.lines.iter().enumerate() {
-        let Some((p, deleted)) = product_in_tx(tx, tenant, l.product_id).await? else {
+        let Some((p, deleted)) = products.get(&l.product_id).cloned() else {
             errors.push(FieldError::new(format!("lines[{i}].product_id"), "no such product"));
             continue;
         };
@@ -1707,25 +1850,28 @@ async fn write_receipt(
         ReceiptType::Sale => -1,
         ReceiptType::Refund => 1,
     };
-    let mut levels = BTreeMap::new();
-    for l in &receipt.lines {
-        sqlx::query(
-            "INSERT INTO receipt_lines (tenant_id, receipt_id, line_no, product_id, qty, amount) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(tenant)
-        .bind(receipt.id)
-        .bind(l.line_no as i64)
-        .bind(l.product_id)
-        .bind(l.qty.milli())
-        .bind(l.amount)
-        .execute(&mut **tx)
-        .await?;
-        let lv = move_stock(tx, tenant, receipt.store_id, l.product_id, sign * l.qty.milli(), 0, receipt.kind.as_str(), receipt.id).await?;
-        if sign < 0 && settings.forbid_negative_stock && lv.available.milli() < 0 {
-            return Err(negative_stock(format!("lines[{}].qty", l.line_no - 1), &lv));
-        }
-        levels.insert((receipt.store_id, l.product_id), lv);
+    for chunk in receipt.lines.chunks(ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Db> =
+            QueryBuilder::new("INSERT INTO receipt_lines (tenant_id, receipt_id, line_no, product_id, qty, amount) ");
+        qb.push_values(chunk, |mut b, l| {
+            b.push_bind(tenant)
+                .push_bind(receipt.id)
+                .push_bind(l.line_no as i64)
+                .push_bind(l.product_id)
+                .push_bind(l.qty.milli())
+                .push_bind(l.amount);
+        });
+        qb.build().execute(&mut **tx).await?;
     }
+    let deltas: Vec<(Uuid, i64)> = receipt.lines.iter().map(|l| (l.product_id, sign * l.qty.milli())).collect();
+    let after = move_stock_lines(tx, tenant, receipt.store_id, &deltas, receipt.kind.as_str(), receipt.id).await?;
+    if sign < 0
+        && settings.forbid_negative_stock
+        && let Some((i, lv)) = first_negative_line(&deltas, &after)
+    {
+        return Err(negative_stock(format!("lines[{}].qty", receipt.lines[i].line_no - 1), &lv));
+    }
+    let levels: BTreeMap<(Uuid, Uuid), StockLevel> = after.into_values().map(|lv| ((lv.store_id, lv.product_id), lv)).collect();
     let kind = match receipt.kind {
         ReceiptType::Sale => "receipt.created",
         ReceiptType::Refund => "receipt.refunded",
