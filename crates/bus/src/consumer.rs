@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use savdo_domain::clock::Clock;
 use savdo_domain::event::CloudEvent;
 use savdo_storage::{InboxState, OutboxEvent, Storage, StorageError};
@@ -43,6 +43,25 @@ pub trait Consumer: Send + Sync + 'static {
     /// How this consumer's failures are retried; `None` (the default) is the runner's policy.
     fn retry_policy(&self) -> Option<RetryPolicy> {
         None
+    }
+    /// Whether applying an event twice is the same as once, so the runner may hand it every
+    /// accepted event of a read at once through [`Consumer::handle_batch`] without inbox rows
+    /// (marking items due, say). A batch that fails is retried one event at a time through the
+    /// inbox, so failures still park and dead-letter per event.
+    fn batched(&self) -> bool {
+        false
+    }
+    /// Whether this accepted event needs anything from this consumer, decided from the event
+    /// alone (no I/O): an event it would do nothing with is skipped without inbox rows.
+    fn wants(&self, _event: &CloudEvent) -> bool {
+        true
+    }
+    /// Apply several events at once (only called when [`Consumer::batched`]).
+    async fn handle_batch(&self, events: &[CloudEvent]) -> Result<(), HandleError> {
+        for e in events {
+            self.handle(e, 1).await?;
+        }
+        Ok(())
     }
 }
 
@@ -128,23 +147,28 @@ impl ConsumerRunner {
         if !c.accepts(&e.kind) {
             return Ok(Outcome::Skipped);
         }
+        let event = envelope(e);
+        if !c.wants(&event) {
+            return Ok(Outcome::Skipped);
+        }
         let attempt = match self.store.inbox_begin(c.name(), e).await? {
             InboxState::Done | InboxState::Dead => return Ok(Outcome::Skipped),
             InboxState::New => 1,
             InboxState::Retry { attempts } => attempts + 1,
         };
-        self.attempt(c, e, attempt).await
+        self.attempt(c, e, &event, attempt).await
     }
 
     async fn attempt(
         &self,
         c: &dyn Consumer,
         e: &OutboxEvent,
+        event: &CloudEvent,
         attempt: u32,
     ) -> Result<Outcome, StorageError> {
         let name = c.name().to_string();
         metrics::counter!("savdo_consumer_attempts_total", "consumer" => name.clone()).increment(1);
-        let result = c.handle(&envelope(e), attempt).await;
+        let result = c.handle(event, attempt).await;
         let outcome = match result {
             Ok(()) => {
                 self.store.inbox_done(&name, e.id).await?;
@@ -180,6 +204,42 @@ impl ConsumerRunner {
         Ok(outcome)
     }
 
+    /// Deliver several events to one consumer: at once when it is [`Consumer::batched`] (one
+    /// call, no inbox rows), falling back to [`ConsumerRunner::process`] one by one when the
+    /// batch fails or the consumer is not batched.
+    pub async fn process_all(
+        &self,
+        c: &dyn Consumer,
+        events: &[OutboxEvent],
+    ) -> Result<(), StorageError> {
+        if c.batched() {
+            let accepted: Vec<CloudEvent> = events
+                .iter()
+                .filter(|e| c.accepts(&e.kind))
+                .map(envelope)
+                .filter(|e| c.wants(e))
+                .collect();
+            if accepted.is_empty() {
+                return Ok(());
+            }
+            let name = c.name().to_string();
+            match c.handle_batch(&accepted).await {
+                Ok(()) => {
+                    metrics::counter!("savdo_consumer_events_total", "consumer" => name, "outcome" => "Applied")
+                        .increment(accepted.len() as u64);
+                    return Ok(());
+                }
+                Err(err) => {
+                    tracing::info!(consumer = %name, events = accepted.len(), error = %err, "batch failed; applying one by one");
+                }
+            }
+        }
+        for e in events {
+            self.process(c, e).await?;
+        }
+        Ok(())
+    }
+
     /// Attempt every parked event whose time has come; returns how many were attempted.
     /// Each is claimed first, so several workers scanning at once attempt it once.
     pub async fn retry_due(&self, c: &dyn Consumer) -> Result<usize, StorageError> {
@@ -192,7 +252,7 @@ impl ConsumerRunner {
                 continue;
             }
             n += 1;
-            self.attempt(c, &e, attempts + 1).await?;
+            self.attempt(c, &e, &envelope(&e), attempts + 1).await?;
         }
         Ok(n)
     }
@@ -205,9 +265,7 @@ impl ConsumerRunner {
         let Some(last) = events.last().map(|e| e.seq) else {
             return Ok(0);
         };
-        for e in &events {
-            self.process(c, e).await?;
-        }
+        self.process_all(c, &events).await?;
         self.store.save_consumer_position(c.name(), last).await?;
         let head = self.store.last_pub_seq().await.unwrap_or(last);
         metrics::gauge!("savdo_consumer_lag", "consumer" => c.name().to_string())
@@ -300,36 +358,56 @@ impl ConsumerRunner {
                 .expires(Duration::from_millis(500))
                 .messages()
                 .await?;
-            while let Some(msg) = batch.next().await {
-                let msg = msg.map_err(|e| anyhow::anyhow!("{e}"))?;
-                let ev: CloudEvent = match serde_json::from_slice(&msg.payload) {
-                    Ok(ev) => ev,
-                    Err(e) => {
-                        // Not ours to understand: acknowledge so it does not block the stream.
-                        tracing::warn!(consumer = c.name(), error = %e, "skipping a malformed message");
-                        msg.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-                        continue;
+            let mut ended = false;
+            while !ended {
+                let Some(first) = batch.next().await else {
+                    break;
+                };
+                let mut msgs = vec![first.map_err(|e| anyhow::anyhow!("{e}"))?];
+                if c.batched() {
+                    // Whatever has already arrived goes in one call; never wait for more.
+                    while msgs.len() < 256 {
+                        match batch.next().now_or_never() {
+                            Some(Some(m)) => msgs.push(m.map_err(|e| anyhow::anyhow!("{e}"))?),
+                            Some(None) => {
+                                ended = true;
+                                break;
+                            }
+                            None => break,
+                        }
                     }
-                };
-                let seq = msg.info().map(|i| i.stream_sequence as i64).unwrap_or(0);
-                let oe = OutboxEvent {
-                    seq,
-                    id: ev.id,
-                    tenant_id: ev.tenantid,
-                    kind: ev.kind,
-                    data: ev.data,
-                    time: ev.time,
-                };
+                }
+                let mut events = Vec::with_capacity(msgs.len());
+                for msg in &msgs {
+                    let ev: CloudEvent = match serde_json::from_slice(&msg.payload) {
+                        Ok(ev) => ev,
+                        Err(e) => {
+                            // Not ours to understand: acknowledged below so it does not block
+                            // the stream.
+                            tracing::warn!(consumer = c.name(), error = %e, "skipping a malformed message");
+                            continue;
+                        }
+                    };
+                    let seq = msg.info().map(|i| i.stream_sequence as i64).unwrap_or(0);
+                    events.push(OutboxEvent {
+                        seq,
+                        id: ev.id,
+                        tenant_id: ev.tenantid,
+                        kind: ev.kind,
+                        data: ev.data,
+                        time: ev.time,
+                    });
+                }
                 // Acknowledge only after the inbox recorded the outcome; a storage error leaves
-                // the message to be redelivered.
-                self.process(c, &oe).await?;
-                msg.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                // the messages to be redelivered.
+                self.process_all(c, &events).await?;
+                for msg in msgs {
+                    msg.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
             }
-            if let Ok(mut info) = durable.clone().info().await.map(|i| i.num_pending) {
+            if let Ok(pending) = durable.clone().info().await.map(|i| i.num_pending) {
                 metrics::gauge!("savdo_consumer_lag", "consumer" => c.name().to_string())
-                    .set(info as f64);
-                info = 0;
-                let _ = info;
+                    .set(pending as f64);
             }
         }
     }

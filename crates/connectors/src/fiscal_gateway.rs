@@ -639,6 +639,12 @@ impl Consumer for FiscalConsumer {
         Some(RetryPolicy::until_done(FIRST_BACKOFF, MAX_BACKOFF))
     }
 
+    /// A receipt the till fiscalized itself needs nothing from us.
+    fn wants(&self, event: &CloudEvent) -> bool {
+        let fiscal = &event.data["fiscal"];
+        !fiscalized_by_till((!fiscal.is_null()).then_some(fiscal))
+    }
+
     async fn handle(&self, event: &CloudEvent, attempt: u32) -> Result<(), HandleError> {
         let tenant = event.tenantid;
         let sent: Receipt = serde_json::from_value(event.data.clone())

@@ -436,6 +436,14 @@ impl Consumer for LoyaltyAccrual {
         Some(RetryPolicy::until_done(FIRST_BACKOFF, MAX_BACKOFF))
     }
 
+    /// A sale with neither a customer nor a loyalty record earns nothing; a refund is looked at
+    /// always (its sale may name the customer).
+    fn wants(&self, event: &CloudEvent) -> bool {
+        event.kind == "receipt.refunded"
+            || !event.data["customer_id"].is_null()
+            || !event.data["loyalty"].is_null()
+    }
+
     async fn handle(&self, event: &CloudEvent, attempt: u32) -> Result<(), HandleError> {
         let tenant = event.tenantid;
         if event.kind == "receipt.refunded" {

@@ -93,6 +93,13 @@ impl Consumer for MarkingRecheck {
         event_type == "receipt.created"
     }
 
+    /// Only receipts accepted offline carry a warning; the others have nothing pending.
+    fn wants(&self, event: &CloudEvent) -> bool {
+        !event.data["warnings"]
+            .as_array()
+            .is_some_and(|w| w.is_empty())
+    }
+
     async fn handle(&self, event: &CloudEvent, _attempt: u32) -> Result<(), HandleError> {
         // Only receipts accepted offline carry a warning; the others have nothing pending.
         if event.data["warnings"]

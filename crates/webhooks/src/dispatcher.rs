@@ -1,6 +1,8 @@
 //! The `webhooks` consumer: every event becomes one delivery per matching, enabled subscription
 //! of its tenant. Idempotent: a redelivered event finds its deliveries exist already.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -38,6 +40,14 @@ impl Dispatcher {
             .enabled_webhooks(event.tenantid)
             .await
             .map_err(|e| HandleError::Retry(e.to_string()))?;
+        self.dispatch_to(&hooks, event).await
+    }
+
+    async fn dispatch_to(
+        &self,
+        hooks: &[savdo_storage::webhooks::Webhook],
+        event: &CloudEvent,
+    ) -> Result<usize, HandleError> {
         let ids: Vec<uuid::Uuid> = hooks
             .iter()
             .filter(|w| subscribed(&w.events, &event.kind))
@@ -76,6 +86,30 @@ impl Consumer for Dispatcher {
         let n = self.dispatch(event).await?;
         if n > 0 {
             tracing::debug!(event = %event.id, kind = %event.kind, deliveries = n, "webhook deliveries queued");
+        }
+        Ok(())
+    }
+
+    /// Deliveries are keyed by (subscription, event), so a redelivered event changes nothing:
+    /// the runner may skip the inbox, and an event no subscription wants costs no write.
+    fn batched(&self) -> bool {
+        true
+    }
+
+    async fn handle_batch(&self, events: &[CloudEvent]) -> Result<(), HandleError> {
+        // Each tenant's subscriptions read once per batch.
+        let mut hooks: HashMap<uuid::Uuid, Vec<savdo_storage::webhooks::Webhook>> = HashMap::new();
+        for event in events {
+            let tenant_hooks = match hooks.entry(event.tenantid) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(v) => v.insert(
+                    self.store
+                        .enabled_webhooks(event.tenantid)
+                        .await
+                        .map_err(|e| HandleError::Retry(e.to_string()))?,
+                ),
+            };
+            self.dispatch_to(tenant_hooks, event).await?;
         }
         Ok(())
     }

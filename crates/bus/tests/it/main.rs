@@ -5,6 +5,7 @@
 
 mod common;
 
+mod batching;
 mod delivery;
 mod nats;
 mod ordering;
