@@ -162,6 +162,7 @@ fn echo_type() -> TypeDescriptor {
                 burst: 1,
                 max_wait: Duration::from_secs(30),
             }),
+            route_limits: Vec::new(),
             retry: RetryPolicy {
                 max_attempts: 3,
                 base: Duration::from_millis(5),

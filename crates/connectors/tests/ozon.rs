@@ -133,21 +133,31 @@ fn registry() -> Registry {
     r
 }
 
-/// The type's own limit is Ozon's, 80 a minute; tests scale it to 80 per 2.1 s (and the
-/// simulator's window to 80 per 2 s) so a burst beyond it stays short.
+/// The stock endpoint's own limit is Ozon's, 80 a minute (the type's general limit, 50 a
+/// second, covers the other methods); tests scale it to 80 per 2.1 s (and the simulator's
+/// window to 80 per 2 s) so a burst beyond it stays short.
 fn fast_registry() -> Registry {
     let mut registry = registry();
     let mut d = registry.descriptor(ozon::KIND).unwrap().clone();
-    let real = d.http.rate_limit.expect("ozon has a rate limit");
+    let general = d.http.rate_limit.expect("ozon has a rate limit");
+    assert_eq!(
+        (general.requests, general.per),
+        (50, Duration::from_secs(1))
+    );
+    let [route] = d.http.route_limits.as_mut_slice() else {
+        panic!("ozon limits its stock endpoint: {:?}", d.http.route_limits);
+    };
+    assert_eq!(route.path, "/v2/products/stocks");
+    let real = route.limit;
     assert_eq!(
         (real.requests, real.per, real.burst),
         (80, Duration::from_secs(60), 1)
     );
-    d.http.rate_limit = Some(RateLimit {
+    route.limit = RateLimit {
         requests: 80,
         per: Duration::from_millis(2_100),
         ..real
-    });
+    };
     registry.add_type(d);
     registry
 }

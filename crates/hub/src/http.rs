@@ -71,6 +71,15 @@ impl RateLimit {
     }
 }
 
+/// A limit of one endpoint on top of the integration's own (Ozon: 80 stock updates a minute,
+/// while its catalogue and orders go at the general rate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLimit {
+    /// Matched against the end of the request URL's path.
+    pub path: &'static str,
+    pub limit: RateLimit,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (1 = never retry).
@@ -113,6 +122,7 @@ pub struct ClientConfig {
     /// Per attempt, connect to last byte.
     pub timeout: Duration,
     pub rate_limit: Option<RateLimit>,
+    pub route_limits: Vec<RouteLimit>,
     pub retry: RetryPolicy,
     pub breaker: BreakerPolicy,
     /// The integration's secret values: scrubbed from everything the exchange log keeps.
@@ -132,6 +142,7 @@ impl ClientConfig {
             kind: kind.into(),
             timeout: Duration::from_secs(10),
             rate_limit: None,
+            route_limits: Vec::new(),
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
             secrets: Vec::new(),
@@ -436,22 +447,17 @@ impl HttpHub {
     /// of the same integration id; a changed rate limit or breaker policy applies to all.
     pub fn client(&self, config: ClientConfig) -> HttpClient {
         let id = config.integration_id.clone();
-        let limiter = config.rate_limit.and_then(|rl| {
-            let quota = rl.quota()?;
-            let mut map = self
-                .inner
-                .limiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            match map.get(&id) {
-                Some((old, lim)) if *old == rl => Some(lim.clone()),
-                _ => {
-                    let lim = Arc::new(RateLimiter::direct(quota));
-                    map.insert(id.clone(), (rl, lim.clone()));
-                    Some(lim)
-                }
-            }
-        });
+        let limiter = config
+            .rate_limit
+            .and_then(|rl| self.shared_limiter(id.clone(), rl));
+        let route_limiters = config
+            .route_limits
+            .iter()
+            .filter_map(|r| {
+                let lim = self.shared_limiter(format!("{id} {}", r.path), r.limit)?;
+                Some((*r, lim))
+            })
+            .collect();
         let breaker = {
             let mut map = self
                 .inner
@@ -470,8 +476,27 @@ impl HttpHub {
             hub: self.inner.clone(),
             config: Arc::new(config),
             limiter,
+            route_limiters,
             breaker,
             secrets,
+        }
+    }
+
+    /// The limiter kept under `key` across clients; a changed limit replaces it.
+    fn shared_limiter(&self, key: String, rl: RateLimit) -> Option<Arc<DefaultDirectRateLimiter>> {
+        let quota = rl.quota()?;
+        let mut map = self
+            .inner
+            .limiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match map.get(&key) {
+            Some((old, lim)) if *old == rl => Some(lim.clone()),
+            _ => {
+                let lim = Arc::new(RateLimiter::direct(quota));
+                map.insert(key, (rl, lim.clone()));
+                Some(lim)
+            }
         }
     }
 
@@ -511,7 +536,12 @@ impl HttpHub {
             .limiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(integration_id);
+            .retain(|k, _| {
+                k != integration_id
+                    && !k
+                        .strip_prefix(integration_id)
+                        .is_some_and(|rest| rest.starts_with(' '))
+            });
         self.inner
             .breakers
             .lock()
@@ -541,8 +571,35 @@ pub struct HttpClient {
     hub: Arc<HubInner>,
     config: Arc<ClientConfig>,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    route_limiters: Vec<(RouteLimit, Arc<DefaultDirectRateLimiter>)>,
     breaker: Breaker,
     secrets: Arc<[Secret]>,
+}
+
+/// Wait for a permit of `lim`, at most `rl.max_wait`.
+async fn wait_for_permit(
+    lim: &DefaultDirectRateLimiter,
+    rl: RateLimit,
+) -> Result<(), ConnectorError> {
+    let deadline = Instant::now() + rl.max_wait;
+    let clock = DefaultClock::default();
+    loop {
+        match lim.check() {
+            Ok(()) => return Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(clock.now());
+                let now = Instant::now();
+                if now + wait > deadline {
+                    return Err(ConnectorError::RateLimited {
+                        retry_after: Some(wait),
+                    });
+                }
+                // A little jitter so the waiters do not all wake on the same tick.
+                let jitter = Duration::from_micros(rand::random_range(0..2000));
+                tokio::time::sleep(wait + jitter).await;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -582,7 +639,7 @@ impl HttpClient {
                 Ok(p) => p,
                 Err(retry_after) => return Err(ConnectorError::CircuitOpen { retry_after }),
             };
-            if let Err(e) = self.wait_for_permit().await {
+            if let Err(e) = self.wait_for_permits(&req.url).await {
                 // Our own limit, not the provider's failure: the breaker learns nothing.
                 drop(permit);
                 return Err(e);
@@ -625,29 +682,18 @@ impl HttpClient {
         }
     }
 
-    async fn wait_for_permit(&self) -> Result<(), ConnectorError> {
-        let (Some(lim), Some(rl)) = (&self.limiter, self.config.rate_limit) else {
-            return Ok(());
-        };
-        let deadline = Instant::now() + rl.max_wait;
-        let clock = DefaultClock::default();
-        loop {
-            match lim.check() {
-                Ok(()) => return Ok(()),
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(clock.now());
-                    let now = Instant::now();
-                    if now + wait > deadline {
-                        return Err(ConnectorError::RateLimited {
-                            retry_after: Some(wait),
-                        });
-                    }
-                    // A little jitter so the waiters do not all wake on the same tick.
-                    let jitter = Duration::from_micros(rand::random_range(0..2000));
-                    tokio::time::sleep(wait + jitter).await;
-                }
+    /// The integration's permit, then the endpoint's when one of `route_limits` matches.
+    async fn wait_for_permits(&self, url: &str) -> Result<(), ConnectorError> {
+        if let (Some(lim), Some(rl)) = (&self.limiter, self.config.rate_limit) {
+            wait_for_permit(lim, rl).await?;
+        }
+        let path = url.split(['?', '#']).next().unwrap_or(url);
+        for (route, lim) in &self.route_limiters {
+            if path.ends_with(route.path) {
+                wait_for_permit(lim, route.limit).await?;
             }
         }
+        Ok(())
     }
 
     async fn attempt(&self, req: &HttpRequest, attempt: u32, permit: BreakerPermit) -> Attempt {

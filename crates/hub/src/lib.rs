@@ -18,7 +18,7 @@ pub use connector::{
 };
 pub use http::{
     ClientConfig, Exchange, ExchangeSink, HttpClient, HttpHub, HttpRequest, HttpResponse,
-    MemorySink, NullSink, RateLimit, RetryPolicy,
+    MemorySink, NullSink, RateLimit, RetryPolicy, RouteLimit,
 };
 pub use marking::MarkingCheck;
 pub use registry::{

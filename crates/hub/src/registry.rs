@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::breaker::BreakerPolicy;
 use crate::connector::{Connector, ConnectorError};
-use crate::http::{ClientConfig, HttpClient, HttpHub, RateLimit, RetryPolicy};
+use crate::http::{ClientConfig, HttpClient, HttpHub, RateLimit, RetryPolicy, RouteLimit};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +144,8 @@ pub struct HttpDefaults {
     /// A settings field (milliseconds) that overrides `timeout`.
     pub timeout_setting: Option<String>,
     pub rate_limit: Option<RateLimit>,
+    /// Endpoints with a tighter limit of their own, on top of `rate_limit`.
+    pub route_limits: Vec<RouteLimit>,
     pub retry: RetryPolicy,
     pub breaker: BreakerPolicy,
 }
@@ -154,6 +156,7 @@ impl Default for HttpDefaults {
             timeout: Duration::from_secs(10),
             timeout_setting: None,
             rate_limit: None,
+            route_limits: Vec::new(),
             retry: RetryPolicy::default(),
             breaker: BreakerPolicy::default(),
         }
@@ -549,6 +552,7 @@ impl Registry {
             .filter(|ms| *ms > 0)
             .map_or(d.http.timeout, Duration::from_millis);
         cfg.rate_limit = d.http.rate_limit;
+        cfg.route_limits = d.http.route_limits.clone();
         cfg.retry = d.http.retry;
         cfg.breaker = d.http.breaker;
         cfg.secrets = d.secret_values(credentials);
@@ -787,7 +791,13 @@ fn builtin_types() -> Vec<TypeDescriptor> {
                 false,
             ),
             http: HttpDefaults {
-                rate_limit: Some(RateLimit::per_minute(80, 1)),
+                // 80 a minute is the stock endpoint's limit; Ozon's methods in general take
+                // about 50 a second per Client-Id.
+                rate_limit: Some(RateLimit::per_second(50)),
+                route_limits: vec![RouteLimit {
+                    path: "/v2/products/stocks",
+                    limit: RateLimit::per_minute(80, 1),
+                }],
                 ..HttpDefaults::default()
             },
         },

@@ -12,7 +12,7 @@ use chrono::Utc;
 use savdo_domain::clock::{Clock, ManualClock, SystemClock};
 use savdo_hub::{
     BreakerPolicy, BreakerState, ClientConfig, ConnectorError, HttpHub, HttpRequest, MemorySink,
-    RateLimit, RetryPolicy, Secret,
+    RateLimit, RetryPolicy, RouteLimit, Secret,
 };
 
 async fn serve(app: Router) -> String {
@@ -384,6 +384,50 @@ async fn a_rate_limit_wait_beyond_max_wait_fails_fast() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     assert_eq!(client.breaker().consecutive_failures, 0);
+}
+
+#[tokio::test]
+async fn a_route_limit_holds_its_endpoint_only() {
+    let (url, hits) = fixed(200, &[]).await;
+    let (hub, _) = hub(Arc::new(SystemClock));
+    let mut cfg = config("int-route");
+    cfg.rate_limit = Some(RateLimit::per_second(1000));
+    cfg.route_limits = vec![RouteLimit {
+        path: "/v2/products/stocks",
+        limit: RateLimit {
+            requests: 1,
+            per: Duration::from_secs(60),
+            burst: 1,
+            max_wait: Duration::from_millis(50),
+        },
+    }];
+    let client = hub.client(cfg.clone());
+    let stocks = format!("{url}/v2/products/stocks");
+    assert!(client.send(HttpRequest::post(&stocks)).await.is_ok());
+    // The endpoint's budget is spent, for every client of the integration…
+    let again = hub.client(cfg.clone());
+    let e = again
+        .send(HttpRequest::post(format!("{stocks}?x=1")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectorError::RateLimited { .. }), "{e}");
+    // …while its other endpoints go on at the general rate.
+    for _ in 0..5 {
+        let r = client
+            .send(HttpRequest::post(format!("{url}/v3/product/list")))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 6);
+    // A deleted integration's route limiters go with it.
+    hub.forget("int-route");
+    assert!(
+        hub.client(cfg)
+            .send(HttpRequest::post(&stocks))
+            .await
+            .is_ok()
+    );
 }
 
 const TOKEN: &str = "tok_SUPERSECRET_value_0123456789";

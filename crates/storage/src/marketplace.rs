@@ -238,12 +238,12 @@ pub trait MarketplaceStore: Send + Sync {
         links: &[LinkChange],
     ) -> Result<usize>;
 
-    /// Schedule a push of `channel` for the items of `product` in these integrations.
+    /// Schedule a push of `channel` for the items of these products in these integrations.
     async fn mark_dirty(
         &self,
         tenant: Uuid,
         integrations: &[Uuid],
-        product: Uuid,
+        products: &[Uuid],
         channel: Channel,
     ) -> Result<u64>;
     /// Schedule a push of every mapped item after `after` (external id order), at most `limit`;

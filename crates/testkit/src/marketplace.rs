@@ -23,12 +23,17 @@ pub fn registry(rate: u32) -> Registry {
     let mut registry = Registry::builtin();
     for kind in ["uzum", "ozon"] {
         let mut d = registry.descriptor(kind).expect("builtin kind").clone();
-        d.http.rate_limit = Some(RateLimit {
+        let limit = RateLimit {
             requests: rate,
             per: Duration::from_secs(1),
             burst: 1,
             max_wait: Duration::from_secs(30),
-        });
+        };
+        d.http.rate_limit = Some(limit);
+        // Ozon's 80 a minute is its stock endpoint's own limit.
+        for route in &mut d.http.route_limits {
+            route.limit = limit;
+        }
         registry.add_type(d);
     }
     savdo_connectors::uzum::register(&mut registry);

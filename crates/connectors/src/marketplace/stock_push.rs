@@ -9,7 +9,7 @@
 //! error visible in the mappings listing. The "stock" sync job ([`StockResync`]) pushes every
 //! mapped item through the same path.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use savdo_storage::integrations::{Integration, IntegrationStatus};
 use savdo_storage::marketplace::{Channel, DueItem, DueQuery, PushOutcome, PushResult};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 /// The integration types this engine serves.
@@ -577,62 +578,119 @@ impl StockPusher {
         self
     }
 
+    /// Run until `stop`: one task per integration with due items, so a slow provider's pacing
+    /// (Uzum: a request a second) never holds back another's pushes.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         tracing::info!(owner = %self.owner, "marketplace stock pusher started");
+        let this = Arc::new(self);
+        let mut in_flight: HashSet<Uuid> = HashSet::new();
+        // Integrations whose last round sent nothing (settling, or nothing pushable): looked at
+        // again on the next wake or idle tick, not in a busy loop.
+        let mut resting: HashSet<Uuid> = HashSet::new();
+        // A ticker, not a sleep per loop: finishing rounds must not postpone it.
+        let mut tick = tokio::time::interval(this.engine.config.idle);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rounds: JoinSet<(Uuid, Result<PassReport, savdo_storage::StorageError>)> =
+            JoinSet::new();
         while !*stop.borrow() {
-            let woken = self.wake.notified();
-            match self.pass().await {
-                Ok(r) if r.requests > 0 => continue,
-                Ok(_) => {}
+            let woken = this.wake.notified();
+            let now = this.engine.clock.now();
+            match this.engine.store.push_candidates(now, 100).await {
+                Ok(candidates) => {
+                    for (tenant, id) in candidates {
+                        if !resting.contains(&id) && in_flight.insert(id) {
+                            let me = this.clone();
+                            rounds.spawn(async move { (id, me.candidate_round(tenant, id).await) });
+                        }
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "marketplace pusher: storage error"),
             }
             tokio::select! {
                 _ = stop.changed() => {}
-                _ = woken => {}
-                _ = tokio::time::sleep(self.engine.config.idle) => {}
+                _ = woken => resting.clear(),
+                _ = tick.tick() => resting.clear(),
+                Some(done) = rounds.join_next(), if !rounds.is_empty() => {
+                    if let Ok((id, result)) = done {
+                        in_flight.remove(&id);
+                        match result {
+                            Ok(r) if r.requests > 0 => {}
+                            Ok(_) => {
+                                resting.insert(id);
+                            }
+                            Err(e) => {
+                                resting.insert(id);
+                                tracing::warn!(integration = %id, error = %e, "marketplace pusher: storage error");
+                            }
+                        }
+                    } else {
+                        // A round panicked: forget every id whose task is gone.
+                        in_flight.clear();
+                    }
+                }
             }
         }
-        tracing::info!(owner = %self.owner, "marketplace stock pusher stopped");
+        // Let rounds in flight finish their request and release their lease.
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while rounds.join_next().await.is_some() {}
+        })
+        .await;
+        tracing::info!(owner = %this.owner, "marketplace stock pusher stopped");
     }
 
-    /// One look at every integration with due items: up to `batches_per_claim` requests each.
+    /// One look at every integration with due items, one after another: up to
+    /// `batches_per_claim` requests each.
     pub async fn pass(&self) -> Result<PassReport, savdo_storage::StorageError> {
         let mut report = PassReport::default();
         let now = self.engine.clock.now();
         for (tenant, id) in self.engine.store.push_candidates(now, 100).await? {
-            let i = match self.engine.store.get_integration(tenant, id).await {
-                Ok(i) => i,
-                Err(savdo_storage::StorageError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            if !is_marketplace(&i) {
-                continue;
-            }
-            let conn = match self.pool.get(&i) {
-                Ok(c) => c,
-                Err(e) => {
-                    // Settings or credentials cannot work: look again in a minute, not at
-                    // every pass.
-                    tracing::warn!(integration = %i.id, error = %e, "marketplace connector unavailable");
-                    if let Ok(true) = self.engine.claim(&i, self.owner).await {
-                        let report = BatchReport {
-                            blocked_until: Some(
-                                self.engine.clock.now() + chrono::Duration::seconds(60),
-                            ),
-                            error: Some(e.to_string()),
-                            ..BatchReport::default()
-                        };
-                        let _ = self.engine.release(&i, self.owner, &report).await;
-                    }
-                    continue;
+            let r = self.candidate_round(tenant, id).await?;
+            report.requests += r.requests;
+            report.pushed += r.pushed;
+            report.failed += r.failed;
+            report.blocked += r.blocked;
+        }
+        Ok(report)
+    }
+
+    async fn candidate_round(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+    ) -> Result<PassReport, savdo_storage::StorageError> {
+        let mut report = PassReport::default();
+        let i = match self.engine.store.get_integration(tenant, id).await {
+            Ok(i) => i,
+            Err(savdo_storage::StorageError::NotFound(_)) => return Ok(report),
+            Err(e) => return Err(e),
+        };
+        if !is_marketplace(&i) {
+            return Ok(report);
+        }
+        let conn = match self.pool.get(&i) {
+            Ok(c) => c,
+            Err(e) => {
+                // Settings or credentials cannot work: look again in a minute, not at every
+                // pass.
+                tracing::warn!(integration = %i.id, error = %e, "marketplace connector unavailable");
+                if let Ok(true) = self.engine.claim(&i, self.owner).await {
+                    let blocked = BatchReport {
+                        blocked_until: Some(
+                            self.engine.clock.now() + chrono::Duration::seconds(60),
+                        ),
+                        error: Some(e.to_string()),
+                        ..BatchReport::default()
+                    };
+                    let _ = self.engine.release(&i, self.owner, &blocked).await;
                 }
-            };
-            let Some(mc) = conn.as_marketplace() else {
-                continue;
-            };
-            if let Err(e) = self.integration_round(&i, mc, &mut report).await {
-                tracing::warn!(integration = %i.id, error = %e, "marketplace push round failed");
+                return Ok(report);
             }
+        };
+        let Some(mc) = conn.as_marketplace() else {
+            return Ok(report);
+        };
+        if let Err(e) = self.integration_round(&i, mc, &mut report).await {
+            tracing::warn!(integration = %i.id, error = %e, "marketplace push round failed");
         }
         Ok(report)
     }
@@ -745,48 +803,84 @@ impl Consumer for StockChanges {
     }
 
     async fn handle(&self, event: &CloudEvent, _attempt: u32) -> Result<(), HandleError> {
-        let tenant = event.tenantid;
+        self.mark(std::slice::from_ref(event)).await
+    }
+
+    fn batched(&self) -> bool {
+        true
+    }
+
+    async fn handle_batch(&self, events: &[CloudEvent]) -> Result<(), HandleError> {
+        self.mark(events).await
+    }
+}
+
+impl StockChanges {
+    /// Mark the items of every event's product due: one read of each tenant's integrations and
+    /// one write per (channel, integrations) group, however many events.
+    async fn mark(&self, events: &[CloudEvent]) -> Result<(), HandleError> {
         let retry = |e: savdo_storage::StorageError| HandleError::Retry(e.to_string());
-        let integrations = self.store.list_integrations(tenant).await.map_err(retry)?;
-        let (product, channel, targets) = if event.kind == "stock.changed" {
-            let store_id = uuid_at(&event.data, "store_id")?;
-            let product = uuid_at(&event.data, "product_id")?;
-            let targets: Vec<Uuid> = integrations
-                .iter()
-                .filter(|i| is_marketplace(i))
-                .filter(|i| {
-                    MarketplaceSettings::parse(&i.settings)
-                        .store_ids
-                        .contains(&store_id)
-                })
-                .map(|i| i.id)
-                .collect();
-            (product, Channel::Stock, targets)
-        } else {
-            let product = uuid_at(&event.data, "id")?;
-            let targets: Vec<Uuid> = integrations
-                .iter()
-                .filter(|i| {
-                    is_marketplace(i) && MarketplaceSettings::parse(&i.settings).push_prices
-                })
-                .map(|i| i.id)
-                .collect();
-            (product, Channel::Price, targets)
-        };
-        if targets.is_empty() {
-            return Ok(());
+        let mut tenants: Vec<Uuid> = events.iter().map(|e| e.tenantid).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let mut marked = 0;
+        for tenant in tenants {
+            let integrations = self.store.list_integrations(tenant).await.map_err(retry)?;
+            let mut groups: HashMap<(Channel, Vec<Uuid>), BTreeSet<Uuid>> = HashMap::new();
+            for event in events.iter().filter(|e| e.tenantid == tenant) {
+                let (product, channel, targets) = targets_of(&integrations, event)?;
+                if !targets.is_empty() {
+                    groups
+                        .entry((channel, targets))
+                        .or_default()
+                        .insert(product);
+                }
+            }
+            for ((channel, targets), products) in groups {
+                let products: Vec<Uuid> = products.into_iter().collect();
+                marked += self
+                    .store
+                    .mark_dirty(tenant, &targets, &products, channel)
+                    .await
+                    .map_err(retry)?;
+            }
         }
-        let n = self
-            .store
-            .mark_dirty(tenant, &targets, product, channel)
-            .await
-            .map_err(retry)?;
-        if n > 0
+        if marked > 0
             && let Some(w) = &self.wake
         {
             w.notify_one();
         }
         Ok(())
+    }
+}
+
+/// The product an event names, the channel it changes and the integrations that push it.
+fn targets_of(
+    integrations: &[Integration],
+    event: &CloudEvent,
+) -> Result<(Uuid, Channel, Vec<Uuid>), HandleError> {
+    if event.kind == "stock.changed" {
+        let store_id = uuid_at(&event.data, "store_id")?;
+        let product = uuid_at(&event.data, "product_id")?;
+        let targets = integrations
+            .iter()
+            .filter(|i| is_marketplace(i))
+            .filter(|i| {
+                MarketplaceSettings::parse(&i.settings)
+                    .store_ids
+                    .contains(&store_id)
+            })
+            .map(|i| i.id)
+            .collect();
+        Ok((product, Channel::Stock, targets))
+    } else {
+        let product = uuid_at(&event.data, "id")?;
+        let targets = integrations
+            .iter()
+            .filter(|i| is_marketplace(i) && MarketplaceSettings::parse(&i.settings).push_prices)
+            .map(|i| i.id)
+            .collect();
+        Ok((product, Channel::Price, targets))
     }
 }
 

@@ -365,20 +365,29 @@ impl MarketplaceStore for Backend {
         Ok(changed.len())
     }
 
-    async fn mark_dirty(&self, tenant: Uuid, integrations: &[Uuid], product: Uuid, channel: Channel) -> Result<u64> {
-        if integrations.is_empty() {
+    async fn mark_dirty(&self, tenant: Uuid, integrations: &[Uuid], products: &[Uuid], channel: Channel) -> Result<u64> {
+        if integrations.is_empty() || products.is_empty() {
             return Ok(0);
         }
         let p = channel.prefix();
-        let mut qb: QueryBuilder<Db> = QueryBuilder::new(format!("UPDATE marketplace_items SET {p}_seq = {p}_seq + 1 WHERE tenant_id = "));
-        qb.push_bind(tenant).push(" AND product_id = ").push_bind(product).push(" AND integration_id IN (");
-        let mut sep = qb.separated(", ");
-        for i in integrations {
-            sep.push_bind(*i);
+        let mut marked = 0;
+        // One statement per chunk of products: a batch of events costs a write, not one each.
+        for chunk in products.chunks(MP_CHUNK) {
+            let mut qb: QueryBuilder<Db> = QueryBuilder::new(format!("UPDATE marketplace_items SET {p}_seq = {p}_seq + 1 WHERE tenant_id = "));
+            qb.push_bind(tenant).push(" AND integration_id IN (");
+            let mut sep = qb.separated(", ");
+            for i in integrations {
+                sep.push_bind(*i);
+            }
+            qb.push(") AND product_id IN (");
+            let mut sep = qb.separated(", ");
+            for product in chunk {
+                sep.push_bind(*product);
+            }
+            qb.push(")");
+            marked += qb.build().execute(&self.write).await?.rows_affected();
         }
-        qb.push(")");
-        let r = qb.build().execute(&self.write).await?;
-        Ok(r.rows_affected())
+        Ok(marked)
     }
 
     async fn mark_page_dirty(
