@@ -18,6 +18,9 @@ export function render(main) {
   const prefs = JSON.parse(localStorage.getItem(PREFS) || '{}');
   const cart = []; // {product, qty, codes[]}
   let customer = null;
+  // JOWi Club did not answer the card look-up: this sale goes on without quotes, rather than
+  // make the cashier wait for it again at every change of the cart.
+  let loyaltyDown = false;
   let quote = null;
   let pendingId = null; // kept until the receipt is accepted, so a retry is idempotent
   let features = { loyalty: false, payments: false };
@@ -155,7 +158,7 @@ export function render(main) {
     quote = null;
     pendingId = null;
     drawCart();
-    if (customer && features.loyalty) requestQuote();
+    if (customer && features.loyalty && !loyaltyDown) requestQuote();
   }
 
   function drawCart() {
@@ -192,6 +195,7 @@ export function render(main) {
 
   async function attach(cardNo) {
     if (!cardNo) return;
+    loyaltyDown = false;
     try {
       if (features.loyalty) {
         // JOWi Club finds the card and links (or creates) our customer record.
@@ -203,6 +207,7 @@ export function render(main) {
           return;
         }
         // JOWi Club unavailable: the sale goes on without a discount; points come later.
+        loyaltyDown = r.loyalty?.status === 'unavailable';
         say(r.warning || t('loy.unavailable'), 'warn');
       }
       const found = api.items(await api.get(`/customers?card=${encodeURIComponent(cardNo)}`));
@@ -299,6 +304,7 @@ export function render(main) {
       pendingId = null;
       cart.length = 0;
       customer = null;
+      loyaltyDown = false;
       quote = null;
       say('');
       drawCart();

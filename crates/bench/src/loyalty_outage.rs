@@ -288,11 +288,14 @@ async fn sale(
     let http = &api.http;
     // 1. The card.
     let mut customer: Option<Value> = None;
+    // When the look-up says JOWi Club is unavailable, the till closes this sale without a
+    // quote, as the console's cashier does: asking again would only wait for it twice.
+    let mut jowi_down = false;
     match get(api, http, &format!("/loyalty/customers?card={card}")).await {
         Ok((200, v)) if v["customer"]["id"].is_string() => {
             customer = Some(v["customer"]["id"].clone())
         }
-        Ok((200, _)) => {}
+        Ok((200, v)) => jowi_down = v["loyalty"]["status"] == "unavailable",
         _ => s.loyalty_errors += 1,
     }
     if customer.is_none()
@@ -305,6 +308,8 @@ async fn sale(
     if let Some(c) = &customer {
         s.customer = true;
         body["customer_id"] = c.clone();
+    }
+    if let Some(c) = customer.as_ref().filter(|_| !jowi_down) {
         let q = json!({"store_id": fx.store_id, "customer": {"id": c}, "lines": body["lines"]});
         match post(api, http, "/loyalty/quote", &q).await {
             Ok((200, v)) if v["quote"]["id"].is_string() => {
