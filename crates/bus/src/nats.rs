@@ -7,8 +7,6 @@ use async_nats::jetstream::{self, consumer::pull, context::PublishAckFuture, str
 use bytes::Bytes;
 use savdo_storage::OutboxEvent;
 
-use crate::envelope;
-
 pub const STREAM: &str = "SAVDO_EVENTS";
 
 #[derive(Clone)]
@@ -18,6 +16,29 @@ pub struct NatsBus {
 
 pub fn subject(e: &OutboxEvent) -> String {
     format!("savdo.{}.{}", e.tenant_id, e.kind)
+}
+
+/// The JSON of [`crate::envelope`], byte for byte, written straight from the row instead of
+/// through a `CloudEvent` (which would clone the event's data).
+pub fn envelope_json(e: &OutboxEvent) -> serde_json::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(256);
+    let time = e.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        out,
+        r#"{{"specversion":"1.0","id":"{}","source":"/savdo/tenants/{}","type":"#,
+        e.id, e.tenant_id
+    );
+    serde_json::to_writer(&mut out, &e.kind)?;
+    let _ = write!(
+        out,
+        r#","time":"{time}","datacontenttype":"application/json","tenantid":"{}","data":"#,
+        e.tenant_id
+    );
+    serde_json::to_writer(&mut out, &e.data)?;
+    out.push(b'}');
+    Ok(out)
 }
 
 impl NatsBus {
@@ -49,9 +70,8 @@ impl NatsBus {
     pub async fn publish(&self, events: &[OutboxEvent]) -> anyhow::Result<usize> {
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(events.len());
         for e in events {
-            let payload = serde_json::to_vec(&envelope(e))?;
             let msg = jetstream::message::PublishMessage::build()
-                .payload(Bytes::from(payload))
+                .payload(Bytes::from(envelope_json(e)?))
                 .message_id(e.id.to_string());
             acks.push(self.js.send_publish(subject(e), msg).await?);
         }
@@ -84,5 +104,26 @@ impl NatsBus {
             )
             .await?;
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_json_is_the_envelope_serialized() {
+        let e = OutboxEvent {
+            seq: 7,
+            id: uuid::Uuid::now_v7(),
+            tenant_id: uuid::Uuid::now_v7(),
+            kind: "product.\"odd\"\n".into(),
+            data: serde_json::json!({"name": "Non \u{1F35E} \"bread\"", "qty": 3, "nested": [1, null, {"a": true}]}),
+            time: chrono::Utc::now(),
+        };
+        assert_eq!(
+            envelope_json(&e).unwrap(),
+            serde_json::to_vec(&crate::envelope(&e)).unwrap()
+        );
     }
 }

@@ -10,7 +10,10 @@ use tokio::sync::watch;
 
 use crate::Bus;
 
-pub const BATCH: u32 = 256;
+/// Events per `relay_batch`: large enough that the bus round trip per batch and the marking
+/// transaction are amortised (SQLite pipelines it in chunks: read the next, publish one, mark
+/// the previous), small enough to keep a batch's memory and a PostgreSQL transaction short.
+pub const BATCH: u32 = 1024;
 
 fn publisher(
     bus: Bus,

@@ -11,8 +11,8 @@ use crate::Result;
 use crate::model::OutboxEvent;
 
 /// Publishes a batch; `Ok` only when every event is durably accepted by the bus. The events'
-/// `seq` is not part of what is published (SQLite passes the publishing sequence, PostgreSQL the
-/// outbox sequence, numbering after the bus accepted the batch).
+/// `seq` (the outbox sequence on both backends) is not part of what is published; the publishing
+/// sequence is given after the bus accepted the batch.
 pub type PublishFn<'a> = &'a (
         dyn for<'b> Fn(&'b [OutboxEvent]) -> BoxFuture<'b, std::result::Result<(), String>>
             + Send

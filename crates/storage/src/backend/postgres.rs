@@ -137,19 +137,20 @@ impl PgStore {
         if tenants.is_empty() {
             return Ok(0);
         }
-        let mut mine = Vec::new();
-        for t in tenants {
-            let key = i64::from_be_bytes(t.as_bytes()[8..16].try_into().unwrap_or_default());
-            let got: bool = sqlx::query_scalar(
-                "SELECT pg_try_advisory_xact_lock(7300, ($1 % 2147483647)::int)",
-            )
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await?;
-            if got {
-                mine.push(t);
-            }
-        }
+        // One round trip for all the tenants' locks (evaluated row by row, in order).
+        let keys: Vec<i64> = tenants
+            .iter()
+            .map(|t| {
+                i64::from_be_bytes(t.as_bytes()[8..16].try_into().unwrap_or_default()) % 2147483647
+            })
+            .collect();
+        let mine: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT t FROM unnest($1::uuid[], $2::bigint[]) AS u(t, k) WHERE pg_try_advisory_xact_lock(7300, k::int)",
+        )
+        .bind(&tenants)
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await?;
         if mine.is_empty() {
             return Ok(0);
         }
@@ -173,21 +174,23 @@ impl PgStore {
         sqlx::query("SELECT pg_advisory_xact_lock(7301, 0)")
             .execute(&mut *tx)
             .await?;
-        let mut numbered = events.clone();
-        for e in numbered.iter_mut() {
-            e.seq = sqlx::query_scalar("SELECT nextval('outbox_pub_seq_gen')")
-                .fetch_one(&mut *tx)
+        // All the batch's publishing sequences in one round trip (the lock above keeps them
+        // from interleaving with another relay's), and one UPDATE.
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        let mut pub_seqs: Vec<i64> =
+            sqlx::query_scalar("SELECT nextval('outbox_pub_seq_gen') FROM generate_series(1, $1)")
+                .bind(seqs.len() as i64)
+                .fetch_all(&mut *tx)
                 .await?;
-        }
-        let now = super::now_micros();
-        for (e, n) in events.iter().zip(&numbered) {
-            sqlx::query("UPDATE outbox SET pub_seq = $2, published_at = $3 WHERE seq = $1")
-                .bind(e.seq)
-                .bind(n.seq)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
+        pub_seqs.sort_unstable();
+        sqlx::query(
+            "UPDATE outbox SET pub_seq = u.p, published_at = $3 FROM unnest($1::bigint[], $2::bigint[]) AS u(s, p) WHERE outbox.seq = u.s",
+        )
+        .bind(&seqs)
+        .bind(&pub_seqs)
+        .bind(super::now_micros())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(events.len())
     }

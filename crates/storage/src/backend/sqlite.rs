@@ -86,6 +86,8 @@ pub struct SqliteStore {
     outbox_notify: std::sync::Arc<tokio::sync::Notify>,
     /// Group commit for receipts (`SAVDO_GROUP_COMMIT`).
     group: super::group_commit::Slot,
+    /// Relays of this store take turns (`relay_batch_impl`).
+    relay_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -114,6 +116,7 @@ impl SqliteStore {
             read,
             outbox_notify: Default::default(),
             group: super::group_commit::Slot::from_env(super::group_commit::GroupCommit::ON)?,
+            relay_turn: Default::default(),
         })
     }
 
@@ -129,60 +132,92 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Read in insert order (which is commit order here), publish, then number and mark, all
-    /// under the write lock: a second relay on the same file (`savdo serve` next to a
-    /// `savdo worker`, or two tasks) waits and then sees the rows as published, instead of
-    /// reading them before the first one marks them and publishing them again.
+    /// Read the oldest unpublished rows from a reader, publish them, then number and mark them in
+    /// a short write transaction: the write lock is not held during the bus round trip, so
+    /// checkouts do not queue behind it. Relays of this store take turns, so one process never
+    /// hands an event to the bus twice. A relay in another process on the same file (`savdo
+    /// serve` next to a `savdo worker`) may publish the same rows again (the bus deduplicates by
+    /// event id), but marking numbers only rows still unmarked, counting from the highest
+    /// publishing sequence inside the write transaction: each row gets one sequence, dense and
+    /// in outbox order. `publish` sees the events with their outbox `seq`.
+    ///
+    /// A large batch goes out in chunks, pipelined: the next chunk is read and the previous one
+    /// marked while one is being published.
     async fn relay_batch_impl(
         &self,
         limit: i64,
         publish: crate::bus::PublishFn<'_>,
     ) -> Result<usize> {
-        use sqlx::Row;
-        // Nothing waiting (the common case): answer from a reader, without the write lock.
-        let waiting: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM outbox WHERE pub_seq IS NULL LIMIT 1")
-                .fetch_optional(&self.read)
-                .await?;
-        if waiting.is_none() {
-            return Ok(0);
+        const CHUNK: i64 = 256;
+        let _turn = self.relay_turn.lock().await;
+        let mut current = self.relay_read(0, limit.min(CHUNK)).await?;
+        let mut left = limit - current.len() as i64;
+        let mut marking: Vec<crate::model::OutboxEvent> = Vec::new();
+        let mut total = 0;
+        // Three stages at once: read the next chunk, publish this one, mark the previous one.
+        while !current.is_empty() {
+            let after = current.last().map_or(0, |e| e.seq);
+            let more = left > 0 && current.len() as i64 == CHUNK;
+            let (published, marked, next) =
+                tokio::join!(publish(&current), self.relay_mark(&marking), async {
+                    if more {
+                        self.relay_read(after, left.min(CHUNK)).await
+                    } else {
+                        Ok(Vec::new())
+                    }
+                });
+            marked?;
+            published.map_err(crate::StorageError::Publish)?;
+            total += current.len();
+            let next = match next {
+                Ok(next) => next,
+                Err(e) => {
+                    // Published: mark it rather than hand it to the bus again next time.
+                    self.relay_mark(&current).await?;
+                    return Err(e);
+                }
+            };
+            marking = std::mem::replace(&mut current, next);
+            left -= current.len() as i64;
         }
-        let mut tx = self.write.begin_with("BEGIN IMMEDIATE").await?;
+        self.relay_mark(&marking).await?;
+        Ok(total)
+    }
+
+    /// Up to `limit` unmarked rows after outbox `seq` `after`, in outbox order (the index
+    /// `outbox_pub_seq` holds them in rowid = seq order: no sort). Every unmarked row between the
+    /// first and the last returned is among them, since rows commit in `seq` order here.
+    async fn relay_read(&self, after: i64, limit: i64) -> Result<Vec<crate::model::OutboxEvent>> {
         let rows = sqlx::query(
-            "SELECT seq, id, tenant_id, type, data, created_at FROM outbox WHERE pub_seq IS NULL ORDER BY seq LIMIT $1",
+            "SELECT seq, id, tenant_id, type, data, created_at FROM outbox WHERE pub_seq IS NULL AND seq > $1 ORDER BY seq LIMIT $2",
         )
+        .bind(after)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.read)
         .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let events = rows
-            .iter()
-            .map(|r| outbox_from_row(r, "seq"))
-            .collect::<Result<Vec<_>>>()?;
-        let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(pub_seq), 0) FROM outbox")
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut numbered = events.clone();
-        for (i, e) in numbered.iter_mut().enumerate() {
-            e.seq = base + 1 + i as i64;
-        }
-        publish(&numbered)
-            .await
-            .map_err(crate::StorageError::Publish)?;
-        let now = super::now_micros();
-        for (e, n) in events.iter().zip(&numbered) {
-            sqlx::query("UPDATE outbox SET pub_seq = $2, published_at = $3 WHERE seq = $1")
-                .bind(e.seq)
-                .bind(n.seq)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
+        rows.iter().map(|r| outbox_from_row(r, "seq")).collect()
+    }
+
+    /// Number and mark a published run of rows (consecutive among the unmarked rows when read:
+    /// every unmarked row between its first and last `seq` is in it).
+    async fn relay_mark(&self, events: &[crate::model::OutboxEvent]) -> Result<()> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE outbox SET pub_seq = b.base + r.rn, published_at = $3 \
+             FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS rn FROM outbox WHERE seq BETWEEN $1 AND $2 AND pub_seq IS NULL) AS r, \
+                  (SELECT COALESCE(MAX(pub_seq), 0) AS base FROM outbox) AS b \
+             WHERE outbox.seq = r.seq",
+        )
+        .bind(first.seq)
+        .bind(last.seq)
+        .bind(super::now_micros())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        let _ = rows.first().map(|r| r.len());
-        Ok(events.len())
+        Ok(())
     }
 }
 
