@@ -4,14 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::journal::{Job, JobBody, JobState, Journal, JournalError};
 use crate::model::{
     DeviceInfo, Operation, OperationResult, Receipt, ReceiptResult, ShiftRequest, Status,
 };
-use crate::queue::Device;
+use crate::queue::{Device, Finished};
 use crate::validate::{self, FieldError};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +40,7 @@ impl From<JournalError> for ApiError {
 pub struct Gateway {
     pub(crate) journal: Journal,
     pub(crate) devices: BTreeMap<String, Arc<Device>>,
-    pub(crate) finished: broadcast::Sender<Uuid>,
+    pub(crate) finished: Arc<Finished>,
     pub(crate) answer_wait: Duration,
 }
 
@@ -211,11 +210,21 @@ impl Gateway {
         op: Operation,
         body: JobBody,
     ) -> Result<(Job, bool), ApiError> {
-        let mut rx = self.finished.subscribe();
-        let submitted = self.journal.submit(id, device_id, op, body).await?;
+        let done = self.finished.wait(id);
+        let submitted = self.journal.submit(id, device_id, op, body).await;
+        let submitted = match submitted {
+            Ok(s) => s,
+            Err(e) => {
+                drop(done);
+                self.finished.forget(id);
+                return Err(e.into());
+            }
+        };
         let repeat = !matches!(submitted, crate::journal::Submitted::New(_));
         let job = submitted.job().clone();
         if job.device_id != device_id {
+            drop(done);
+            self.finished.forget(id);
             return Err(ApiError::Conflict(format!(
                 "id {id} was already used on device {}",
                 job.device_id
@@ -227,24 +236,15 @@ impl Gateway {
             d.wake();
         }
         if matches!(job.state, JobState::Done | JobState::Failed) {
+            drop(done);
+            self.finished.forget(id);
             return Ok((job, repeat));
         }
         let deadline = tokio::time::Instant::now() + self.answer_wait;
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Err(_) => break,
-                Ok(Ok(done)) if done == id => break,
-                Ok(Ok(_)) => {}
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                    if let Some(j) = self.journal.get(id).await?
-                        && matches!(j.state, JobState::Done | JobState::Failed)
-                    {
-                        break;
-                    }
-                }
-                Ok(Err(broadcast::error::RecvError::Closed)) => break,
-            }
+        if let Ok(Ok(job)) = tokio::time::timeout_at(deadline, done).await {
+            return Ok((job, repeat));
         }
+        self.finished.forget(id);
         let job = self
             .journal
             .get(id)

@@ -100,7 +100,7 @@ pub async fn start_with_clock(
 ) -> Result<RunningGateway, StartError> {
     config.check()?;
     let journal = journal::Journal::open(&config.data_dir).await?;
-    let (finished, _) = tokio::sync::broadcast::channel(1024);
+    let finished = Arc::new(queue::Finished::default());
     let mut devices = BTreeMap::new();
     for d in &config.devices {
         let drv = driver::build(&d.driver, &journal, clock.clone())

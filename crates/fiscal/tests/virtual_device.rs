@@ -349,7 +349,7 @@ async fn virtual_crash_between_registration_and_commit() {
     let journal = Journal::open(dir.path()).await.unwrap();
     let fm = VirtualFm::new(
         "UZ170703100189".into(),
-        journal.pool().clone(),
+        journal.clone(),
         Arc::new(savdo_fiscal::SystemClock),
     );
     let open = Command {

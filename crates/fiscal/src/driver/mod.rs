@@ -70,6 +70,20 @@ pub trait FiscalDriver: Send + Sync + 'static {
     /// Runs the command. Must be idempotent on `device_ref`: a second call answers the first
     /// call's outcome without printing again.
     async fn execute(&self, cmd: &Command) -> Result<Outcome, DriverError>;
+    /// Runs commands strictly in order; answers one result per command up to and including the
+    /// first error (after which nothing more was sent). A driver may register the run at once.
+    async fn execute_batch(&self, cmds: &[Command]) -> Vec<Result<Outcome, DriverError>> {
+        let mut out = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            let r = self.execute(cmd).await;
+            let stop = r.is_err();
+            out.push(r);
+            if stop {
+                break;
+            }
+        }
+        out
+    }
     /// Asks the device about a command sent earlier, without sending it.
     async fn lookup(&self, cmd: &Command) -> Result<Lookup, DriverError>;
 }
@@ -82,7 +96,7 @@ pub fn build(
     Ok(match cfg {
         DriverConfig::Virtual { terminal_id } => Arc::new(virtual_fm::VirtualFm::new(
             terminal_id.clone(),
-            journal.pool().clone(),
+            journal.clone(),
             clock,
         )),
         DriverConfig::Atol { url, timeout_ms } => Arc::new(atol::Atol::new(url, *timeout_ms)?),

@@ -10,18 +10,24 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sqlx::Row;
-use sqlx::sqlite::SqlitePool;
+use sqlx::sqlite::SqliteConnection;
 
 use super::{Command, DeviceStatus, DriverError, FiscalDriver, Lookup, Outcome, reasons};
 use crate::clock::{Clock, fiscal_time};
+use crate::journal::{Journal, JournalError};
 use crate::model::{DeviceAnswer, Operation, ShiftTotals, qr_url};
 
 /// A shift must be closed within this many hours of opening.
 const SHIFT_HOURS: i64 = 24;
 
 pub struct VirtualFm {
+    fm: Arc<Fm>,
+    journal: Journal,
+}
+
+/// What a write on the journal's connection needs of the module.
+struct Fm {
     terminal_id: String,
-    pool: SqlitePool,
     clock: Arc<dyn Clock>,
 }
 
@@ -51,8 +57,25 @@ struct FmState {
     receipts: i64,
 }
 
-fn db(e: sqlx::Error) -> DriverError {
-    DriverError::Unreachable(format!("fiscal module storage: {e}"))
+impl FmState {
+    fn new() -> Self {
+        FmState {
+            receipt_count: 0,
+            shift_no: 0,
+            shift_open: false,
+            shift_opened_at: None,
+            sales: 0,
+            refunds: 0,
+            receipts: 0,
+        }
+    }
+}
+
+fn db(e: JournalError) -> DriverError {
+    match e {
+        JournalError::Corrupt(what) => DriverError::Protocol(format!("stored document: {what}")),
+        e => DriverError::Unreachable(format!("fiscal module storage: {e}")),
+    }
 }
 
 /// 12 decimal digits from an HMAC-SHA256 over the receipt's fiscal data, keyed per terminal.
@@ -77,52 +100,53 @@ pub fn fiscal_sign(
 }
 
 impl VirtualFm {
-    pub fn new(terminal_id: String, pool: SqlitePool, clock: Arc<dyn Clock>) -> Self {
+    /// The module keeps its counters and documents in the journal's database, written through
+    /// the journal's writer (so its commits are grouped with the journal's).
+    pub fn new(terminal_id: String, journal: Journal, clock: Arc<dyn Clock>) -> Self {
         Self {
-            terminal_id,
-            pool,
-            clock,
+            fm: Arc::new(Fm { terminal_id, clock }),
+            journal,
         }
     }
+}
 
-    async fn load(&self, conn: &mut sqlx::SqliteConnection) -> Result<FmState, DriverError> {
-        sqlx::query("INSERT OR IGNORE INTO virtual_fm (terminal_id) VALUES (?)")
-            .bind(&self.terminal_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(db)?;
-        let row = sqlx::query(
+impl Fm {
+    async fn read(&self, conn: &mut SqliteConnection) -> Result<Option<FmState>, JournalError> {
+        let Some(row) = sqlx::query(
             "SELECT receipt_count, shift_no, shift_open, shift_opened_at, shift_sales, \
              shift_refunds, shift_receipts FROM virtual_fm WHERE terminal_id = ?",
         )
         .bind(&self.terminal_id)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db)?;
-        let opened: Option<String> = row.try_get("shift_opened_at").map_err(db)?;
-        Ok(FmState {
-            receipt_count: row.try_get("receipt_count").map_err(db)?,
-            shift_no: row.try_get("shift_no").map_err(db)?,
-            shift_open: row.try_get::<i64, _>("shift_open").map_err(db)? != 0,
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let opened: Option<String> = row.try_get("shift_opened_at")?;
+        Ok(Some(FmState {
+            receipt_count: row.try_get("receipt_count")?,
+            shift_no: row.try_get("shift_no")?,
+            shift_open: row.try_get::<i64, _>("shift_open")? != 0,
             shift_opened_at: opened
                 .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
                 .map(|t| t.with_timezone(&Utc)),
-            sales: row.try_get("shift_sales").map_err(db)?,
-            refunds: row.try_get("shift_refunds").map_err(db)?,
-            receipts: row.try_get("shift_receipts").map_err(db)?,
-        })
+            sales: row.try_get("shift_sales")?,
+            refunds: row.try_get("shift_refunds")?,
+            receipts: row.try_get("shift_receipts")?,
+        }))
     }
 
-    async fn save(
-        &self,
-        conn: &mut sqlx::SqliteConnection,
-        s: &FmState,
-    ) -> Result<(), DriverError> {
+    async fn save(&self, conn: &mut SqliteConnection, s: &FmState) -> Result<(), JournalError> {
         sqlx::query(
-            "UPDATE virtual_fm SET receipt_count = ?, shift_no = ?, shift_open = ?, \
-             shift_opened_at = ?, shift_sales = ?, shift_refunds = ?, shift_receipts = ? \
-             WHERE terminal_id = ?",
+            "INSERT INTO virtual_fm (terminal_id, receipt_count, shift_no, shift_open, \
+             shift_opened_at, shift_sales, shift_refunds, shift_receipts) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT(terminal_id) DO UPDATE SET receipt_count = excluded.receipt_count, \
+             shift_no = excluded.shift_no, shift_open = excluded.shift_open, \
+             shift_opened_at = excluded.shift_opened_at, shift_sales = excluded.shift_sales, \
+             shift_refunds = excluded.shift_refunds, shift_receipts = excluded.shift_receipts",
         )
+        .bind(&self.terminal_id)
         .bind(s.receipt_count)
         .bind(s.shift_no)
         .bind(i64::from(s.shift_open))
@@ -130,32 +154,64 @@ impl VirtualFm {
         .bind(s.sales)
         .bind(s.refunds)
         .bind(s.receipts)
-        .bind(&self.terminal_id)
         .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+        .await?;
         Ok(())
     }
 
     async fn stored(
         &self,
-        conn: &mut sqlx::SqliteConnection,
+        conn: &mut SqliteConnection,
         cmd: &Command,
-    ) -> Result<Option<Outcome>, DriverError> {
+    ) -> Result<Option<Outcome>, JournalError> {
         let row: Option<String> = sqlx::query_scalar(
             "SELECT outcome FROM virtual_docs WHERE terminal_id = ? AND device_ref = ?",
         )
         .bind(&self.terminal_id)
         .bind(cmd.device_ref.to_string())
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(db)?;
+        .await?;
         row.map(|s| {
             serde_json::from_str::<Stored>(&s)
                 .map(Outcome::from)
-                .map_err(|e| DriverError::Protocol(format!("stored document: {e}")))
+                .map_err(|e| JournalError::Corrupt(e.to_string()))
         })
         .transpose()
+    }
+
+    /// Registers the commands in order in one write: a command seen before answers from
+    /// memory, the rest advance the counters. All or nothing is kept.
+    async fn register(
+        &self,
+        conn: &mut SqliteConnection,
+        cmds: &[Command],
+    ) -> Result<Vec<Outcome>, JournalError> {
+        let mut state = self.read(conn).await?.unwrap_or_else(FmState::new);
+        let mut changed = false;
+        let mut out = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            if let Some(done) = self.stored(conn, cmd).await? {
+                out.push(done);
+                continue;
+            }
+            let stored = self.apply(&mut state, cmd, self.clock.now());
+            let json =
+                serde_json::to_string(&stored).map_err(|e| JournalError::Corrupt(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO virtual_docs (terminal_id, device_ref, outcome) VALUES (?, ?, ?)",
+            )
+            .bind(&self.terminal_id)
+            .bind(cmd.device_ref.to_string())
+            .bind(json)
+            .execute(&mut *conn)
+            .await?;
+            changed = true;
+            out.push(stored.into());
+        }
+        if changed {
+            self.save(conn, &state).await?;
+        }
+        Ok(out)
     }
 
     fn shift_expired(&self, s: &FmState, now: DateTime<Utc>) -> bool {
@@ -250,11 +306,20 @@ impl FiscalDriver for VirtualFm {
     }
 
     async fn status(&self) -> Result<DeviceStatus, DriverError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let s = self.load(&mut tx).await?;
-        tx.commit().await.map_err(db)?;
+        let mut conn = self
+            .journal
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| db(e.into()))?;
+        let s = self
+            .fm
+            .read(&mut conn)
+            .await
+            .map_err(db)?
+            .unwrap_or_else(FmState::new);
         Ok(DeviceStatus {
-            terminal_id: Some(self.terminal_id.clone()),
+            terminal_id: Some(self.fm.terminal_id.clone()),
             shift_open: s.shift_open,
             shift_no: u32::try_from(s.shift_no).ok().filter(|n| *n > 0),
             shift_opened_at: s.shift_opened_at.filter(|_| s.shift_open).map(fiscal_time),
@@ -263,29 +328,35 @@ impl FiscalDriver for VirtualFm {
     }
 
     async fn execute(&self, cmd: &Command) -> Result<Outcome, DriverError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        if let Some(done) = self.stored(&mut tx, cmd).await? {
-            return Ok(done);
-        }
-        let mut state = self.load(&mut tx).await?;
-        let stored = self.apply(&mut state, cmd, self.clock.now());
-        self.save(&mut tx, &state).await?;
-        let json = serde_json::to_string(&stored)
-            .map_err(|e| DriverError::Protocol(format!("document: {e}")))?;
-        sqlx::query("INSERT INTO virtual_docs (terminal_id, device_ref, outcome) VALUES (?, ?, ?)")
-            .bind(&self.terminal_id)
-            .bind(cmd.device_ref.to_string())
-            .bind(json)
-            .execute(&mut *tx)
+        self.execute_batch(std::slice::from_ref(cmd))
             .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(stored.into())
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(DriverError::Protocol("no outcome".into())))
+    }
+
+    /// One storage commit for the whole run of commands (grouped with other journal writes).
+    async fn execute_batch(&self, cmds: &[Command]) -> Vec<Result<Outcome, DriverError>> {
+        let fm = self.fm.clone();
+        let cmds = cmds.to_vec();
+        match self
+            .journal
+            .write(move |conn| Box::pin(async move { fm.register(conn, &cmds).await }))
+            .await
+        {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(db(e))],
+        }
     }
 
     async fn lookup(&self, cmd: &Command) -> Result<Lookup, DriverError> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        Ok(match self.stored(&mut conn, cmd).await? {
+        let mut conn = self
+            .journal
+            .pool()
+            .acquire()
+            .await
+            .map_err(|e| db(e.into()))?;
+        Ok(match self.fm.stored(&mut conn, cmd).await.map_err(db)? {
             Some(o) => Lookup::Finished(o),
             None => Lookup::NotFound,
         })
