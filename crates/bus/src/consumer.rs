@@ -51,9 +51,9 @@ pub trait Consumer: Send + Sync + 'static {
     fn batched(&self) -> bool {
         false
     }
-    /// Whether this accepted event needs anything from this consumer, decided from the event
-    /// alone (no I/O): an event it would do nothing with is skipped without inbox rows.
-    fn wants(&self, _event: &CloudEvent) -> bool {
+    /// Whether this accepted event needs anything from this consumer; an event it would do
+    /// nothing with is skipped without inbox rows. It may read, never change anything.
+    async fn wants(&self, _event: &CloudEvent) -> bool {
         true
     }
     /// Apply several events at once (only called when [`Consumer::batched`]).
@@ -148,7 +148,7 @@ impl ConsumerRunner {
             return Ok(Outcome::Skipped);
         }
         let event = envelope(e);
-        if !c.wants(&event) {
+        if !c.wants(&event).await {
             return Ok(Outcome::Skipped);
         }
         let attempt = match self.store.inbox_begin(c.name(), e).await? {
@@ -213,12 +213,13 @@ impl ConsumerRunner {
         events: &[OutboxEvent],
     ) -> Result<(), StorageError> {
         if c.batched() {
-            let accepted: Vec<CloudEvent> = events
-                .iter()
-                .filter(|e| c.accepts(&e.kind))
-                .map(envelope)
-                .filter(|e| c.wants(e))
-                .collect();
+            let mut accepted: Vec<CloudEvent> = Vec::new();
+            for e in events.iter().filter(|e| c.accepts(&e.kind)) {
+                let event = envelope(e);
+                if c.wants(&event).await {
+                    accepted.push(event);
+                }
+            }
             if accepted.is_empty() {
                 return Ok(());
             }

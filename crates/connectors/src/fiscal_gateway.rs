@@ -639,10 +639,24 @@ impl Consumer for FiscalConsumer {
         Some(RetryPolicy::until_done(FIRST_BACKOFF, MAX_BACKOFF))
     }
 
-    /// A receipt the till fiscalized itself needs nothing from us.
-    fn wants(&self, event: &CloudEvent) -> bool {
+    /// A receipt the till fiscalized itself, or made on a terminal without a fiscal device,
+    /// needs nothing from us: decided before the inbox, so such receipts cost no write.
+    async fn wants(&self, event: &CloudEvent) -> bool {
         let fiscal = &event.data["fiscal"];
-        !fiscalized_by_till((!fiscal.is_null()).then_some(fiscal))
+        if fiscalized_by_till((!fiscal.is_null()).then_some(fiscal)) {
+            return false;
+        }
+        let terminal = event.data["terminal_id"]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok());
+        match terminal {
+            // A read error is left to `handle`, which retries.
+            Some(t) => !matches!(
+                self.store.terminal_fiscal(event.tenantid, t).await,
+                Ok(None)
+            ),
+            None => true,
+        }
     }
 
     async fn handle(&self, event: &CloudEvent, attempt: u32) -> Result<(), HandleError> {

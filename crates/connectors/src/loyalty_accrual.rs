@@ -438,7 +438,7 @@ impl Consumer for LoyaltyAccrual {
 
     /// A sale with neither a customer nor a loyalty record earns nothing; a refund is looked at
     /// always (its sale may name the customer).
-    fn wants(&self, event: &CloudEvent) -> bool {
+    async fn wants(&self, event: &CloudEvent) -> bool {
         event.kind == "receipt.refunded"
             || !event.data["customer_id"].is_null()
             || !event.data["loyalty"].is_null()

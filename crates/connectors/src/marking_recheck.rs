@@ -94,7 +94,7 @@ impl Consumer for MarkingRecheck {
     }
 
     /// Only receipts accepted offline carry a warning; the others have nothing pending.
-    fn wants(&self, event: &CloudEvent) -> bool {
+    async fn wants(&self, event: &CloudEvent) -> bool {
         !event.data["warnings"]
             .as_array()
             .is_some_and(|w| w.is_empty())

@@ -446,6 +446,14 @@ async fn till_fiscalized_and_unconfigured_tills_left_alone(srv: Srv) {
     assert_eq!(fx.device_receipts().await, 0);
     assert!(fx.fiscalized_events().await.is_empty());
     assert_eq!(fx.retry().await, 0);
+    // Neither was anything for the consumer: skipped before its inbox, not a write each.
+    let inbox = fx
+        .srv
+        .store
+        .inbox_entries(fx.consumer.name(), None, 100)
+        .await
+        .unwrap();
+    assert!(inbox.is_empty(), "{inbox:?}");
 
     // Removing the device: later receipts of that till are left alone too.
     fx.srv

@@ -51,7 +51,7 @@ impl Consumer for Marker {
     fn batched(&self) -> bool {
         self.batched
     }
-    fn wants(&self, event: &CloudEvent) -> bool {
+    async fn wants(&self, event: &CloudEvent) -> bool {
         !event.data["sku"]
             .as_str()
             .is_some_and(|s| s.starts_with("SKIP"))
