@@ -133,16 +133,16 @@ fn registry() -> Registry {
     r
 }
 
-/// The stock endpoint's own limit is Ozon's, 80 a minute (the type's general limit, 50 a
+/// The stock endpoint's own limit is Ozon's, 80 a minute (the type's general limit, under 50 a
 /// second, covers the other methods); tests scale it to 80 per 2.1 s (and the simulator's
 /// window to 80 per 2 s) so a burst beyond it stays short.
 fn fast_registry() -> Registry {
     let mut registry = registry();
     let mut d = registry.descriptor(ozon::KIND).unwrap().clone();
     let general = d.http.rate_limit.expect("ozon has a rate limit");
-    assert_eq!(
-        (general.requests, general.per),
-        (50, Duration::from_secs(1))
+    assert!(
+        general.burst + general.requests <= 50 && general.per == Duration::from_secs(1),
+        "within Ozon's 50 a second in any one second: {general:?}"
     );
     let [route] = d.http.route_limits.as_mut_slice() else {
         panic!("ozon limits its stock endpoint: {:?}", d.http.route_limits);

@@ -792,8 +792,14 @@ fn builtin_types() -> Vec<TypeDescriptor> {
             ),
             http: HttpDefaults {
                 // 80 a minute is the stock endpoint's limit; Ozon's methods in general take
-                // about 50 a second per Client-Id.
-                rate_limit: Some(RateLimit::per_second(50)),
+                // about 50 a second per Client-Id, counted over a sliding second, where a
+                // token bucket lets through its burst plus its rate: 10 + 30 stays under it.
+                rate_limit: Some(RateLimit {
+                    requests: 30,
+                    per: Duration::from_secs(1),
+                    burst: 10,
+                    max_wait: Duration::from_secs(30),
+                }),
                 route_limits: vec![RouteLimit {
                     path: "/v2/products/stocks",
                     limit: RateLimit::per_minute(80, 1),
