@@ -42,7 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 start_server() {
-  SAVDO_LOG=warn "$SAVDO" --data-dir "$DATA" --database-url "$DB_URL" serve --listen "127.0.0.1:$PORT" \
+  SAVDO_LOG=warn SAVDO_WEBHOOKS_ALLOW_PRIVATE=1 "$SAVDO" --data-dir "$DATA" --database-url "$DB_URL" serve --listen "127.0.0.1:$PORT" \
     >>"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 200); do
