@@ -205,7 +205,16 @@ impl Worker {
         while outcomes.len() < jobs.len() {
             let i = outcomes.len();
             let mut failed = None;
-            for r in self.device.driver.execute_batch(&cmds[i..]).await {
+            // A driver answering more than it was asked must not run past the jobs.
+            let asked = cmds.len() - i;
+            for r in self
+                .device
+                .driver
+                .execute_batch(&cmds[i..])
+                .await
+                .into_iter()
+                .take(asked)
+            {
                 match r {
                     Ok(o) => outcomes.push(o),
                     Err(e) => {
