@@ -156,7 +156,7 @@ fn now_micros() -> i64 {
 // The same statements on both databases; `$n` placeholders work on SQLite too.
 const UPDATE_STORE: &str = "UPDATE stores SET next_receipt_no = next_receipt_no + 1 WHERE tenant_id = $1 AND id = $2 RETURNING next_receipt_no - 1";
 const INSERT_RECEIPT: &str = "INSERT INTO receipts (tenant_id, id, number, kind, refund_of, store_id, terminal_id, total, request_hash, doc, sold_at, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (tenant_id, id) DO NOTHING";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id";
 // Multi-row statements, as the server writes them: one per kind of row, whatever the lines.
 const INSERT_LINES: &str =
     "INSERT INTO receipt_lines (tenant_id, receipt_id, line_no, product_id, qty, amount) ";
@@ -164,7 +164,7 @@ const UPSERT_LEVELS: &str =
     "INSERT INTO stock_levels (tenant_id, store_id, product_id, on_hand, reserved) ";
 const UPSERT_LEVELS_TAIL: &str = " ON CONFLICT (tenant_id, store_id, product_id) DO UPDATE \
      SET on_hand = stock_levels.on_hand + excluded.on_hand, reserved = stock_levels.reserved + excluded.reserved \
-     RETURNING store_id, product_id, on_hand, reserved";
+     RETURNING tenant_id, store_id, product_id, on_hand, reserved";
 const INSERT_MOVEMENTS: &str = "INSERT INTO stock_movements (id, tenant_id, store_id, product_id, doc_type, doc_id, delta, created_at) ";
 const INSERT_OUTBOX_ROWS: &str = "INSERT INTO outbox (id, tenant_id, type, data, created_at) ";
 const INSERT_OUTBOX: &str =
@@ -224,7 +224,7 @@ macro_rules! raw_backend {
                             .bind(Json(&r.doc))
                             .bind(now)
                             .bind(now)
-                            .execute(&mut *tx)
+                            .fetch_all(&mut *tx)
                             .await?;
                         let mut qb = sqlx::QueryBuilder::<$db>::new(INSERT_LINES);
                         qb.push_values(r.lines.iter().enumerate(), |mut b, (i, (product, qty, amount))| {

@@ -51,6 +51,8 @@ backend_tests!(
     retries_in_one_batch_are_replays,
     tenants_share_a_batch_not_their_data,
     one_receipt_alone_is_written_as_before,
+    plain_sales_together_answer_as_one_by_one,
+    an_id_stored_meanwhile_sends_plain_sales_one_by_one,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +206,43 @@ enum Lock {
 }
 
 impl Lock {
+    /// Commit what was written through the lock's connection, releasing it.
+    async fn commit(self) {
+        match self {
+            Lock::Sqlite(mut c) => sqlx::raw_sql("COMMIT").execute(&mut c).await.map(drop),
+            Lock::Pg(mut c) => sqlx::raw_sql("COMMIT").execute(&mut c).await.map(drop),
+        }
+        .expect("commit");
+    }
+
+    /// Store a receipt row through the lock's connection (another writer's).
+    async fn insert_receipt(&mut self, tenant: Uuid, r: &savdo_storage::Receipt, hash: &str) {
+        let sql = "INSERT INTO receipts (tenant_id, id, number, kind, refund_of, store_id, terminal_id, total, request_hash, doc, sold_at, created_at) \
+                   VALUES ($1, $2, $3, 'sale', NULL, $4, $5, $6, $7, $8, $9, $9)";
+        macro_rules! run {
+            ($c:expr) => {
+                sqlx::query(sql)
+                    .bind(tenant)
+                    .bind(r.id)
+                    .bind(r.number)
+                    .bind(r.store_id)
+                    .bind(r.terminal_id)
+                    .bind(r.total)
+                    .bind(hash)
+                    .bind(Json(r))
+                    .bind(r.created_at.timestamp_micros())
+                    .execute($c)
+                    .await
+                    .map(drop)
+            };
+        }
+        match self {
+            Lock::Sqlite(c) => run!(&mut *c),
+            Lock::Pg(c) => run!(&mut *c),
+        }
+        .expect("insert a receipt");
+    }
+
     async fn release(self) {
         match self {
             Lock::Sqlite(mut c) => sqlx::raw_sql("ROLLBACK").execute(&mut c).await.map(drop),
@@ -455,6 +494,7 @@ async fn concurrent_receipts_commit_once_each(kind: Kind) {
     assert_eq!(s.receipts, 64);
     assert!(s.largest_batch > 1, "receipts were batched: {s:?}");
     assert!(s.largest_batch <= 32, "no batch above the cap: {s:?}");
+    assert!(s.plain > 0, "plain sales took the fast path: {s:?}");
     numbers.sort();
     numbers.dedup();
     assert_eq!(numbers.len(), 64, "each receipt its own number");
@@ -683,4 +723,232 @@ async fn one_receipt_alone_is_written_as_before(kind: Kind) {
     assert_eq!(numbers, vec![numbers[0], numbers[0] + 1, numbers[0] + 2]);
     let levels = stock_matches_movements(&db.store, &shop).await;
     assert_eq!(levels[&shop.products[0]], 7000);
+}
+
+/// (receipt id, event type, [(product, on hand)]) per receipt event.
+type Trail<P> = Vec<(Uuid, String, Vec<(P, i64)>)>;
+
+/// Each receipt event of a tenant in outbox order, with the `stock.changed` events that follow
+/// it: (receipt id, type, [(product, on hand)]).
+async fn receipt_trail(db: &Db, tenant: Uuid) -> Trail<Uuid> {
+    let sql = "SELECT type, data FROM outbox WHERE tenant_id = $1 AND (type LIKE 'receipt.%' OR type = 'stock.changed') ORDER BY seq";
+    let rows: Vec<(String, Json<Value>)> = match &db.raw {
+        Raw::Sqlite(p) => sqlx::query_as(sql).bind(tenant).fetch_all(p).await,
+        Raw::Pg(p) => sqlx::query_as(sql).bind(tenant).fetch_all(p).await,
+    }
+    .expect("read outbox");
+    let mut trail: Trail<Uuid> = Vec::new();
+    for (kind, data) in rows {
+        let id = |k: &str| data.0[k].as_str().and_then(|s| s.parse::<Uuid>().ok());
+        if kind == "stock.changed" {
+            // Stock documents before the first receipt (the supply) have no receipt to follow.
+            if let Some(last) = trail.last_mut() {
+                let on_hand = data.0["on_hand"].as_f64().expect("on_hand") * 1000.0;
+                last.2
+                    .push((id("product_id").expect("product"), on_hand.round() as i64));
+            }
+        } else {
+            trail.push((id("id").expect("receipt id"), kind, Vec::new()));
+        }
+    }
+    trail
+}
+
+async fn plain_sales_together_answer_as_one_by_one(kind: Kind) {
+    // The same receipts on a database without group commit, then in one batch with it: the
+    // same answers, and each receipt's events carry the levels right after it.
+    async fn run(kind: Kind, gc: GroupCommit) -> (Db, Vec<String>, Trail<usize>) {
+        let db = Db::open(kind, gc).await;
+        let shop = shop(&db.store, "Bozor", 4, 10).await;
+        let tenant = shop.actor.tenant_id;
+        let customer = db
+            .store
+            .create_customer(
+                &shop.actor,
+                &savdo_storage::CustomerFields {
+                    name: "Dilnoza".into(),
+                    phone: None,
+                    loyalty_card: None,
+                    external_ids: Default::default(),
+                },
+            )
+            .await
+            .expect("customer");
+        let p = shop.products.clone();
+        let head = sale(&shop, &[(p[3], 2)]);
+        let mut with_customer = sale(&shop, &[(p[1], 1)]);
+        with_customer.customer_id = Some(customer.id);
+        let mut unknown_customer = sale(&shop, &[(p[0], 1)]);
+        unknown_customer.customer_id = Some(Uuid::now_v7());
+        let mut refund = sale(&shop, &[(p[3], 1)]);
+        refund.kind = ReceiptType::Refund;
+        refund.refund_of = Some(head.id);
+        let unknown_product = sale(&shop, &[(p[0], 1), (Uuid::now_v7(), 1)]);
+        let mut bound = shop.actor.clone();
+        bound.store_id = Some(Uuid::now_v7());
+        let mut underpaid = sale(&shop, &[(p[2], 1)]);
+        underpaid.payments[0].amount -= 1;
+        let items = vec![
+            (shop.actor.clone(), sale(&shop, &[(p[0], 2), (p[1], 1)])),
+            (shop.actor.clone(), with_customer),
+            (shop.actor.clone(), unknown_customer),
+            (shop.actor.clone(), refund),
+            // The same product on two lines.
+            (
+                shop.actor.clone(),
+                sale(&shop, &[(p[0], 1), (p[2], 3), (p[0], 2)]),
+            ),
+            (shop.actor.clone(), unknown_product),
+            (bound, sale(&shop, &[(p[0], 1)])),
+            (shop.actor.clone(), underpaid),
+            (shop.actor.clone(), sale(&shop, &[(p[2], 1)])),
+        ];
+        let answers = if gc.enabled() {
+            let items = items
+                .into_iter()
+                .map(|(a, r)| (a, r, "h".to_string()))
+                .collect();
+            let (head, answers) = one_batch(&db, (&shop, head), items).await;
+            created(&head);
+            answers
+        } else {
+            created(&db.store.submit_receipt(&shop.actor, &head, "h").await);
+            let mut answers = Vec::new();
+            for (a, r) in &items {
+                answers.push(db.store.submit_receipt(a, r, "h").await);
+            }
+            answers
+        };
+        let shape = answers
+            .iter()
+            .map(|a| match a {
+                Ok(ReceiptOutcome::Created(r)) => {
+                    format!("created {} lines, total {}", r.lines.len(), r.total)
+                }
+                Ok(ReceiptOutcome::Replayed(_)) => "replayed".into(),
+                Err(e) => format!("{e:?}"),
+            })
+            .collect();
+        let index = |id: Uuid| p.iter().position(|&x| x == id).expect("a shop product");
+        let trail = receipt_trail(&db, tenant)
+            .await
+            .into_iter()
+            .map(|(id, kind, levels)| {
+                (
+                    id,
+                    kind,
+                    levels.into_iter().map(|(pr, q)| (index(pr), q)).collect(),
+                )
+            })
+            .collect();
+        stock_matches_movements(&db.store, &shop).await;
+        (db, shape, trail)
+    }
+    let (_, expected_shape, expected_trail) = run(kind, GroupCommit::OFF).await;
+    let (db, shape, trail) = run(kind, GroupCommit::ON).await;
+    assert_eq!(shape, expected_shape, "the same answers");
+    assert_eq!(shape.iter().filter(|s| s.starts_with("created")).count(), 5);
+    assert!(
+        shape[2].contains("customer_id") && shape[5].contains("lines[1].product_id"),
+        "{shape:?}"
+    );
+    assert!(
+        shape[6].contains("store_id") && shape[7].contains("payments"),
+        "{shape:?}"
+    );
+    assert_eq!(
+        db.stats().plain,
+        4,
+        "the four good plain sales went together"
+    );
+    // Event trails: the refund (one by one) comes after the plain sales here; it touches only
+    // product 3, which they do not, so each receipt's levels are the same either way.
+    let by_kind = |t: &Trail<usize>| -> Vec<(String, Vec<(usize, i64)>)> {
+        let mut v: Vec<_> = t.iter().map(|(_, k, l)| (k.clone(), l.clone())).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(trail.len(), expected_trail.len());
+    assert_eq!(by_kind(&trail), by_kind(&expected_trail));
+    // Within the plain sales, batch order: product 0 goes 10 -> 8 -> 5 units.
+    let p0: Vec<i64> = trail
+        .iter()
+        .flat_map(|(_, _, l)| l.iter().filter(|(p, _)| *p == 0).map(|(_, q)| *q))
+        .collect();
+    assert_eq!(p0, vec![8000, 5000]);
+}
+
+async fn an_id_stored_meanwhile_sends_plain_sales_one_by_one(kind: Kind) {
+    let db = Db::open(kind, GroupCommit::ON).await;
+    let shop = shop(&db.store, "Race", 2, 100).await;
+    let tenant = shop.actor.tenant_id;
+    let p = shop.products.clone();
+    let earlier = created(
+        &db.store
+            .submit_receipt(&shop.actor, &sale(&shop, &[(p[1], 1)]), "h-0")
+            .await,
+    )
+    .clone();
+    let items: Vec<ReceiptInput> = (0..3).map(|_| sale(&shop, &[(p[0], 1)])).collect();
+    let raced = items[1].id;
+
+    let before = db.stats();
+    let mut lock = db.lock(shop.store_id).await;
+    let head = submit(&db, &shop.actor, &sale(&shop, &[(p[1], 1)]), "h");
+    until("the first receipt is in the writer", || {
+        let s = db.stats();
+        s.batches == before.batches + 1 && s.queued == 0
+    })
+    .await;
+    let answers = submit_in_order(
+        &db,
+        items
+            .iter()
+            .map(|r| (shop.actor.clone(), r.clone(), format!("h-{}", r.id)))
+            .collect(),
+    )
+    .await;
+    // Another writer (a retry in another process) stores the second id before the batch runs.
+    let mut theirs = earlier.clone();
+    theirs.id = raced;
+    theirs.number = 1_000_000;
+    lock.insert_receipt(tenant, &theirs, &format!("h-{raced}"))
+        .await;
+    lock.commit().await;
+    created(&head.await.expect("task"));
+    let mut got = Vec::new();
+    for a in answers {
+        got.push(a.await.expect("task"));
+    }
+    created(&got[0]);
+    match &got[1] {
+        Ok(ReceiptOutcome::Replayed(r)) => assert_eq!(
+            r.number, 1_000_000,
+            "answered as the other writer stored it"
+        ),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    created(&got[2]);
+    assert_eq!(
+        db.stats().plain,
+        before.plain,
+        "the plan was undone, the batch went one by one"
+    );
+    let rows = db.receipt_rows(tenant).await;
+    assert_eq!(rows.len(), 5);
+    assert!(rows.values().all(|&n| n == 1));
+    let moves = db
+        .store
+        .movements(tenant, Some(shop.store_id), None)
+        .await
+        .expect("movements");
+    assert_eq!(
+        moves.iter().filter(|m| m.doc_id == raced).count(),
+        0,
+        "the raced receipt moved no stock"
+    );
+    assert_eq!(
+        stock_matches_movements(&db.store, &shop).await[&p[0]],
+        98_000
+    );
 }

@@ -199,6 +199,7 @@ impl PgStore {
 type Backend = PgStore;
 
 include!("shared.rs");
+include!("receipt_batch_impl.rs");
 include!("bus_impl.rs");
 include!("webhooks_impl.rs");
 include!("integrations_impl.rs");

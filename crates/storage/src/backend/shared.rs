@@ -279,12 +279,21 @@ async fn current_on_hand(tx: &mut Tx, tenant: Uuid, store: Uuid, product: Uuid) 
 
 /// One `stock.changed` per level, in one statement (rows in key order).
 async fn emit_levels(tx: &mut Tx, tenant: Uuid, levels: &BTreeMap<(Uuid, Uuid), StockLevel>) -> Result<()> {
+    let rows = levels
+        .values()
+        .map(|lv| Ok((tenant, "stock.changed", serde_json::to_value(lv)?)))
+        .collect::<Result<Vec<_>>>()?;
+    emit_rows(tx, &rows).await
+}
+
+/// Outbox events `(tenant, type, data)` in the given order, in as few statements as the bind
+/// limits allow.
+async fn emit_rows(tx: &mut Tx, rows: &[(Uuid, &str, Value)]) -> Result<()> {
     let now = now_micros();
-    let rows = levels.values().map(serde_json::to_value).collect::<std::result::Result<Vec<_>, _>>()?;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<Db> = QueryBuilder::new("INSERT INTO outbox (id, tenant_id, type, data, created_at) ");
-        qb.push_values(chunk, |mut b, data| {
-            b.push_bind(new_id()).push_bind(tenant).push_bind("stock.changed").push_bind(Json(data)).push_bind(now);
+        qb.push_values(chunk, |mut b, (tenant, kind, data)| {
+            b.push_bind(new_id()).push_bind(*tenant).push_bind(*kind).push_bind(Json(data)).push_bind(now);
         });
         qb.build().execute(&mut **tx).await?;
     }
@@ -294,9 +303,8 @@ async fn emit_levels(tx: &mut Tx, tenant: Uuid, levels: &BTreeMap<(Uuid, Uuid), 
 /// Rows one multi-row statement carries at most (well under both databases' bind limits).
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// [`move_stock`] for the lines of one document in one store, in three statements whatever
-/// the number of lines: the levels upserted once per product (deltas summed), one movement per
-/// line with a non-zero delta. Returns each product's level after the whole document.
+/// [`move_stock`] for the lines of one document in one store, in two statements whatever the
+/// number of lines. Returns each product's level after the whole document.
 async fn move_stock_lines(
     tx: &mut Tx,
     tenant: Uuid,
@@ -305,42 +313,65 @@ async fn move_stock_lines(
     doc_type: &str,
     doc_id: Uuid,
 ) -> Result<BTreeMap<Uuid, StockLevel>> {
-    let mut per_product: BTreeMap<Uuid, i64> = BTreeMap::new();
-    for (p, d) in lines {
-        *per_product.entry(*p).or_insert(0) += d;
+    let moves: Vec<StockMove> =
+        lines.iter().map(|&(product, delta)| StockMove { tenant, store, product, delta, doc_type, doc_id }).collect();
+    let after = move_stock_rows(tx, &moves).await?;
+    Ok(after.into_iter().map(|((_, _, p), lv)| (p, lv)).collect())
+}
+
+/// One on-hand change of a document line.
+struct StockMove<'a> {
+    tenant: Uuid,
+    store: Uuid,
+    product: Uuid,
+    delta: i64,
+    doc_type: &'a str,
+    doc_id: Uuid,
+}
+
+/// On-hand changes of any number of lines (of one or several documents, tenants and stores):
+/// the levels upserted once per (tenant, store, product) with the deltas summed, in key order
+/// (the order in which PostgreSQL takes the row locks, the same in every writer), and one
+/// movement per non-zero change. Returns each level after all of them, by (tenant, store,
+/// product).
+async fn move_stock_rows(tx: &mut Tx, moves: &[StockMove<'_>]) -> Result<BTreeMap<(Uuid, Uuid, Uuid), StockLevel>> {
+    let mut per_key: BTreeMap<(Uuid, Uuid, Uuid), i64> = BTreeMap::new();
+    for m in moves {
+        *per_key.entry((m.tenant, m.store, m.product)).or_insert(0) += m.delta;
     }
-    let per_product: Vec<(Uuid, i64)> = per_product.into_iter().collect();
+    let per_key: Vec<((Uuid, Uuid, Uuid), i64)> = per_key.into_iter().collect();
     let mut levels = BTreeMap::new();
-    for chunk in per_product.chunks(ROWS_PER_STATEMENT) {
+    for chunk in per_key.chunks(ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<Db> =
             QueryBuilder::new("INSERT INTO stock_levels (tenant_id, store_id, product_id, on_hand, reserved) ");
-        qb.push_values(chunk, |mut b, (p, d)| {
-            b.push_bind(tenant).push_bind(store).push_bind(*p).push_bind(*d).push_bind(0i64);
+        qb.push_values(chunk, |mut b, ((t, s, p), d)| {
+            b.push_bind(*t).push_bind(*s).push_bind(*p).push_bind(*d).push_bind(0i64);
         });
         qb.push(
             " ON CONFLICT (tenant_id, store_id, product_id) DO UPDATE \
              SET on_hand = stock_levels.on_hand + excluded.on_hand, reserved = stock_levels.reserved + excluded.reserved \
-             RETURNING store_id, product_id, on_hand, reserved",
+             RETURNING tenant_id, store_id, product_id, on_hand, reserved",
         );
         for row in qb.build().fetch_all(&mut **tx).await? {
+            let tenant: Uuid = row.try_get("tenant_id")?;
             let lv = level_from_row(&row)?;
-            levels.insert(lv.product_id, lv);
+            levels.insert((tenant, lv.store_id, lv.product_id), lv);
         }
     }
-    let moved: Vec<&(Uuid, i64)> = lines.iter().filter(|(_, d)| *d != 0).collect();
+    let moved: Vec<&StockMove> = moves.iter().filter(|m| m.delta != 0).collect();
     let now = now_micros();
     for chunk in moved.chunks(ROWS_PER_STATEMENT) {
         let mut qb: QueryBuilder<Db> = QueryBuilder::new(
             "INSERT INTO stock_movements (id, tenant_id, store_id, product_id, doc_type, doc_id, delta, created_at) ",
         );
-        qb.push_values(chunk, |mut b, (p, d)| {
+        qb.push_values(chunk, |mut b, m| {
             b.push_bind(new_id())
-                .push_bind(tenant)
-                .push_bind(store)
-                .push_bind(*p)
-                .push_bind(doc_type.to_owned())
-                .push_bind(doc_id)
-                .push_bind(*d)
+                .push_bind(m.tenant)
+                .push_bind(m.store)
+                .push_bind(m.product)
+                .push_bind(m.doc_type.to_owned())
+                .push_bind(m.doc_id)
+                .push_bind(m.delta)
                 .push_bind(now);
         });
         qb.build().execute(&mut **tx).await?;
@@ -401,34 +432,73 @@ async fn products_in_tx(tx: &mut Tx, tenant: Uuid, ids: &[Uuid]) -> Result<HashM
     Ok(found)
 }
 
-/// What a receipt checks before its lines, in one query: the tenant's settings, the terminal
-/// (its store and open shift) and whether the store exists.
+/// What a receipt checks before its lines: the tenant's settings, the terminal (its store and
+/// open shift) and whether the store exists.
 struct ReceiptContext {
     settings: TenantSettings,
     terminal: Option<(Uuid, Option<Uuid>)>,
     store_exists: bool,
 }
 
+/// (tenant, terminal, store) of a receipt.
+type ContextKey = (Uuid, Uuid, Uuid);
+
 async fn receipt_context(tx: &mut Tx, tenant: Uuid, terminal: Uuid, store: Uuid) -> Result<ReceiptContext> {
-    let row = sqlx::query(
-        "SELECT t.settings, tm.store_id AS terminal_store, tm.open_shift_id, tm.id AS terminal_id, \
-         (SELECT COUNT(*) FROM stores s WHERE s.tenant_id = $1 AND s.id = $3) AS stores \
-         FROM tenants t LEFT JOIN terminals tm ON tm.tenant_id = t.id AND tm.id = $2 WHERE t.id = $1",
-    )
-    .bind(tenant)
-    .bind(terminal)
-    .bind(store)
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or(StorageError::NotFound("tenant"))?;
-    let settings: Json<Value> = row.try_get("settings")?;
-    let terminal_id: Option<Uuid> = row.try_get("terminal_id")?;
-    let terminal = match terminal_id {
-        Some(_) => Some((row.try_get("terminal_store")?, row.try_get("open_shift_id")?)),
-        None => None,
-    };
-    let stores: i64 = row.try_get("stores")?;
-    Ok(ReceiptContext { settings: serde_json::from_value(settings.0)?, terminal, store_exists: stores > 0 })
+    receipt_contexts(tx, &[(tenant, terminal, store)])
+        .await?
+        .remove(&(tenant, terminal, store))
+        .ok_or(StorageError::NotFound("tenant"))
+}
+
+/// [`ReceiptContext`]s of several receipts in one query; a key whose tenant does not exist is
+/// missing from the answer.
+async fn receipt_contexts(tx: &mut Tx, keys: &[ContextKey]) -> Result<HashMap<ContextKey, ReceiptContext>> {
+    let mut found = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(ROWS_PER_STATEMENT / 4) {
+        // VALUES columns are column1.. on both databases.
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new(
+            "SELECT v.column1 AS k, t.settings, tm.store_id AS terminal_store, tm.open_shift_id, tm.id AS terminal_id, \
+             (SELECT COUNT(*) FROM stores s WHERE s.tenant_id = v.column2 AND s.id = v.column4) AS stores FROM (",
+        );
+        qb.push_values(chunk.iter().enumerate(), |mut b, (k, (tenant, terminal, store))| {
+            b.push_bind(k as i64).push_bind(*tenant).push_bind(*terminal).push_bind(*store);
+        });
+        qb.push(
+            ") AS v JOIN tenants t ON t.id = v.column2 \
+             LEFT JOIN terminals tm ON tm.tenant_id = v.column2 AND tm.id = v.column3",
+        );
+        for row in qb.build().fetch_all(&mut **tx).await? {
+            let k: i64 = row.try_get("k")?;
+            let key = usize::try_from(k).ok().and_then(|k| chunk.get(k)).ok_or_else(|| StorageError::Corrupt("receipt context key".into()))?;
+            let settings: Json<Value> = row.try_get("settings")?;
+            let terminal_id: Option<Uuid> = row.try_get("terminal_id")?;
+            let terminal = match terminal_id {
+                Some(_) => Some((row.try_get("terminal_store")?, row.try_get("open_shift_id")?)),
+                None => None,
+            };
+            let stores: i64 = row.try_get("stores")?;
+            found.insert(*key, ReceiptContext { settings: serde_json::from_value(settings.0)?, terminal, store_exists: stores > 0 });
+        }
+    }
+    Ok(found)
+}
+
+/// Which of a tenant's customer ids exist, in one query.
+async fn customers_found(tx: &mut Tx, tenant: Uuid, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>> {
+    let mut found = std::collections::HashSet::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT id FROM customers WHERE tenant_id = ");
+        qb.push_bind(tenant).push(" AND id IN (");
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        for r in qb.build().fetch_all(&mut **tx).await? {
+            found.insert(r.try_get("id")?);
+        }
+    }
+    Ok(found)
 }
 
 fn negative_stock(field: String, l: &StockLevel) -> StorageError {
@@ -1624,38 +1694,12 @@ async fn write_receipt(
         return Err(StorageError::invalid("store_id", "this token is bound to another store"));
     }
     let ctx = receipt_context(tx, tenant, input.terminal_id, input.store_id).await?;
-    let settings = ctx.settings;
-    let shift_id: Option<Uuid> = match ctx.terminal {
-        None => {
-            errors.push(FieldError::new("terminal_id", "no such terminal"));
-            None
-        }
-        Some((store, shift)) => {
-            if store != input.store_id {
-                errors.push(FieldError::new("terminal_id", "the terminal belongs to another store"));
-            }
-            if shift.is_none() && settings.require_open_shift {
-                errors.push(FieldError::new("terminal_id", "no shift is open on this terminal (require_open_shift is on)"));
-            }
-            shift
-        }
+    let customer_found = match input.customer_id {
+        Some(c) => customers_found(tx, tenant, &[c]).await?.contains(&c),
+        None => false,
     };
-    if !ctx.store_exists {
-        errors.push(FieldError::new("store_id", "no such store"));
-    }
-    if let Some(c) = input.customer_id {
-        let found: Option<Uuid> = sqlx::query_scalar("SELECT id FROM customers WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant)
-            .bind(c)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if found.is_none() {
-            errors.push(FieldError::new("customer_id", "no such customer"));
-        }
-    }
-    if input.lines.is_empty() {
-        errors.push(FieldError::new("lines", "a receipt needs at least one line"));
-    }
+    let shift_id = check_receipt_header(input, &ctx, customer_found, &mut errors);
+    let settings = ctx.settings;
 
     // What a refund may take back, per product: (sold qty, price, discount, refunded so far).
     let mut refundable: HashMap<Uuid, (i64, i64, i64, i64)> = HashMap::new();
@@ -1699,13 +1743,13 @@ async fn write_receipt(
         };
         let codes = marking.check_line(tx, tenant, input, i, &p, &mut errors).await?;
         let (price, discount) = match input.kind {
-            ReceiptType::Sale => {
-                if deleted || !p.active {
-                    errors.push(FieldError::new(format!("lines[{i}].product_id"), "the product is not on sale"));
+            ReceiptType::Sale => match sale_terms(i, l, &p, deleted) {
+                Ok(terms) => terms,
+                Err(e) => {
+                    errors.push(e);
                     continue;
                 }
-                (l.price.unwrap_or(p.price), l.discount.unwrap_or(0))
-            }
+            },
             ReceiptType::Refund => {
                 let Some(&(sold, price, disc, done)) = refundable.get(&l.product_id) else {
                     if input.refund_of.is_some() && errors.iter().all(|e| e.field != "refund_of") {
@@ -1731,52 +1775,13 @@ async fn write_receipt(
                 (l.price.unwrap_or(price), l.discount.unwrap_or(default_discount))
             }
         };
-        match compute_line(price, l.qty, discount, p.vat_percent) {
-            Ok(a) => lines.push(ReceiptLine {
-                line_no: i as u32 + 1,
-                product_id: p.id,
-                sku: p.sku.clone(),
-                name: p.name.clone(),
-                qty: l.qty,
-                price,
-                discount,
-                amount: a.amount,
-                vat_percent: p.vat_percent,
-                vat_amount: a.vat_amount,
-                mxik: p.mxik.clone(),
-                package_code: p.package_code.clone(),
-                unit: p.unit,
-                // Normalised: real GS separators, no symbology prefix.
-                marking_codes: codes.iter().map(|(_, c)| c.raw().to_string()).collect(),
-            }),
-            Err(e) => {
-                let field = match e {
-                    savdo_domain::receipt::LineError::QtyNotPositive => "qty",
-                    savdo_domain::receipt::LineError::NegativePrice => "price",
-                    savdo_domain::receipt::LineError::NegativeDiscount
-                    | savdo_domain::receipt::LineError::DiscountTooLarge => "discount",
-                    savdo_domain::receipt::LineError::Overflow => "price",
-                };
-                errors.push(FieldError::new(format!("lines[{i}].{field}"), e.to_string()));
-            }
+        let codes = codes.iter().map(|(_, c)| c.raw().to_string()).collect();
+        match priced_line(i, l, &p, price, discount, codes) {
+            Ok(line) => lines.push(line),
+            Err(e) => errors.push(e),
         }
     }
-    let total: i64 = lines.iter().map(|l| l.amount).sum();
-    let vat_total: i64 = lines.iter().map(|l| l.vat_amount).sum();
-    let discount_total: i64 = lines.iter().map(|l| l.discount).sum();
-    let mut paid: i64 = 0;
-    for (i, p) in input.payments.iter().enumerate() {
-        if p.amount <= 0 {
-            errors.push(FieldError::new(format!("payments[{i}].amount"), "must be greater than zero"));
-        }
-        paid = paid.saturating_add(p.amount);
-    }
-    if errors.is_empty() && paid != total {
-        errors.push(FieldError::new(
-            "payments",
-            format!("payments add up to {paid} tiyin but the receipt total is {total} tiyin"),
-        ));
-    }
+    check_payments(input, &lines, &mut errors);
     if !errors.is_empty() {
         return Err(StorageError::Invalid(errors));
     }
@@ -1788,52 +1793,8 @@ async fn write_receipt(
     .bind(input.store_id)
     .fetch_one(&mut **tx)
     .await?;
-    let now = now_micros();
-    let receipt = Receipt {
-        id: input.id,
-        number,
-        kind: input.kind,
-        refund_of: input.refund_of,
-        store_id: input.store_id,
-        terminal_id: input.terminal_id,
-        shift_id,
-        cashier_token_id: actor.token_id,
-        customer_id: input.customer_id,
-        lines,
-        payments: input
-            .payments
-            .iter()
-            .map(|p| ReceiptPayment { method: p.method, amount: p.amount, payment_id: p.payment_id })
-            .collect(),
-        total,
-        vat_total,
-        discount_total,
-        warnings: precheck.warnings.clone(),
-        loyalty: input.loyalty.clone(),
-        fiscal: input.fiscal.clone(),
-        note: input.note.clone(),
-        sold_at: input.sold_at.unwrap_or_else(|| ts(now)),
-        created_at: ts(now),
-    };
-    let inserted = sqlx::query(
-        "INSERT INTO receipts (tenant_id, id, number, kind, refund_of, store_id, terminal_id, total, request_hash, doc, sold_at, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (tenant_id, id) DO NOTHING",
-    )
-    .bind(tenant)
-    .bind(receipt.id)
-    .bind(number)
-    .bind(receipt.kind.as_str())
-    .bind(receipt.refund_of)
-    .bind(receipt.store_id)
-    .bind(receipt.terminal_id)
-    .bind(total)
-    .bind(request_hash)
-    .bind(Json(&receipt))
-    .bind(receipt.sold_at.timestamp_micros())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    if inserted.rows_affected() == 0 {
+    let receipt = new_receipt(actor, input, number, shift_id, lines, precheck, now_micros());
+    if insert_receipts(tx, &[(tenant, &receipt, request_hash)]).await?.is_empty() {
         // A concurrent retry of the same id won the race: answer as it was stored.
         let (r, hash) = receipt_by_id(&mut **tx, tenant, input.id).await?.ok_or(StorageError::NotFound("receipt"))?;
         return replay(r, &hash, request_hash);
@@ -1850,19 +1811,7 @@ async fn write_receipt(
         ReceiptType::Sale => -1,
         ReceiptType::Refund => 1,
     };
-    for chunk in receipt.lines.chunks(ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<Db> =
-            QueryBuilder::new("INSERT INTO receipt_lines (tenant_id, receipt_id, line_no, product_id, qty, amount) ");
-        qb.push_values(chunk, |mut b, l| {
-            b.push_bind(tenant)
-                .push_bind(receipt.id)
-                .push_bind(l.line_no as i64)
-                .push_bind(l.product_id)
-                .push_bind(l.qty.milli())
-                .push_bind(l.amount);
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
+    insert_receipt_lines(tx, &[(tenant, &receipt)]).await?;
     let deltas: Vec<(Uuid, i64)> = receipt.lines.iter().map(|l| (l.product_id, sign * l.qty.milli())).collect();
     let after = move_stock_lines(tx, tenant, receipt.store_id, &deltas, receipt.kind.as_str(), receipt.id).await?;
     if sign < 0
@@ -1882,51 +1831,254 @@ async fn write_receipt(
     Ok(ReceiptOutcome::Created(receipt))
 }
 
+/// The checks of a receipt's header against what [`receipt_context`] read: its terminal, store
+/// and customer, and that it has lines. Returns the shift it is sold in.
+fn check_receipt_header(input: &ReceiptInput, ctx: &ReceiptContext, customer_found: bool, errors: &mut Vec<FieldError>) -> Option<Uuid> {
+    let shift_id = match ctx.terminal {
+        None => {
+            errors.push(FieldError::new("terminal_id", "no such terminal"));
+            None
+        }
+        Some((store, shift)) => {
+            if store != input.store_id {
+                errors.push(FieldError::new("terminal_id", "the terminal belongs to another store"));
+            }
+            if shift.is_none() && ctx.settings.require_open_shift {
+                errors.push(FieldError::new("terminal_id", "no shift is open on this terminal (require_open_shift is on)"));
+            }
+            shift
+        }
+    };
+    if !ctx.store_exists {
+        errors.push(FieldError::new("store_id", "no such store"));
+    }
+    if input.customer_id.is_some() && !customer_found {
+        errors.push(FieldError::new("customer_id", "no such customer"));
+    }
+    if input.lines.is_empty() {
+        errors.push(FieldError::new("lines", "a receipt needs at least one line"));
+    }
+    shift_id
+}
+
+/// A sale line's price and discount (the product's price unless the till set one).
+fn sale_terms(i: usize, l: &ReceiptLineInput, p: &Product, deleted: bool) -> std::result::Result<(i64, i64), FieldError> {
+    if deleted || !p.active {
+        return Err(FieldError::new(format!("lines[{i}].product_id"), "the product is not on sale"));
+    }
+    Ok((l.price.unwrap_or(p.price), l.discount.unwrap_or(0)))
+}
+
+/// Line `i` as stored, with its amount and VAT, or the problem with its numbers.
+fn priced_line(
+    i: usize,
+    l: &ReceiptLineInput,
+    p: &Product,
+    price: i64,
+    discount: i64,
+    marking_codes: Vec<String>,
+) -> std::result::Result<ReceiptLine, FieldError> {
+    match compute_line(price, l.qty, discount, p.vat_percent) {
+        Ok(a) => Ok(ReceiptLine {
+            line_no: i as u32 + 1,
+            product_id: p.id,
+            sku: p.sku.clone(),
+            name: p.name.clone(),
+            qty: l.qty,
+            price,
+            discount,
+            amount: a.amount,
+            vat_percent: p.vat_percent,
+            vat_amount: a.vat_amount,
+            mxik: p.mxik.clone(),
+            package_code: p.package_code.clone(),
+            unit: p.unit,
+            // Normalised: real GS separators, no symbology prefix.
+            marking_codes,
+        }),
+        Err(e) => {
+            let field = match e {
+                savdo_domain::receipt::LineError::QtyNotPositive => "qty",
+                savdo_domain::receipt::LineError::NegativePrice => "price",
+                savdo_domain::receipt::LineError::NegativeDiscount | savdo_domain::receipt::LineError::DiscountTooLarge => {
+                    "discount"
+                }
+                savdo_domain::receipt::LineError::Overflow => "price",
+            };
+            Err(FieldError::new(format!("lines[{i}].{field}"), e.to_string()))
+        }
+    }
+}
+
+/// Every payment positive and, when nothing else is wrong, together the receipt's total.
+fn check_payments(input: &ReceiptInput, lines: &[ReceiptLine], errors: &mut Vec<FieldError>) {
+    let total: i64 = lines.iter().map(|l| l.amount).sum();
+    let mut paid: i64 = 0;
+    for (i, p) in input.payments.iter().enumerate() {
+        if p.amount <= 0 {
+            errors.push(FieldError::new(format!("payments[{i}].amount"), "must be greater than zero"));
+        }
+        paid = paid.saturating_add(p.amount);
+    }
+    if errors.is_empty() && paid != total {
+        errors.push(FieldError::new(
+            "payments",
+            format!("payments add up to {paid} tiyin but the receipt total is {total} tiyin"),
+        ));
+    }
+}
+
+/// The receipt as stored, from its checked lines and its number.
+fn new_receipt(
+    actor: &Actor,
+    input: &ReceiptInput,
+    number: i64,
+    shift_id: Option<Uuid>,
+    lines: Vec<ReceiptLine>,
+    precheck: &crate::marking::MarkingPrecheck,
+    now: i64,
+) -> Receipt {
+    Receipt {
+        id: input.id,
+        number,
+        kind: input.kind,
+        refund_of: input.refund_of,
+        store_id: input.store_id,
+        terminal_id: input.terminal_id,
+        shift_id,
+        cashier_token_id: actor.token_id,
+        customer_id: input.customer_id,
+        total: lines.iter().map(|l| l.amount).sum(),
+        vat_total: lines.iter().map(|l| l.vat_amount).sum(),
+        discount_total: lines.iter().map(|l| l.discount).sum(),
+        lines,
+        payments: input
+            .payments
+            .iter()
+            .map(|p| ReceiptPayment { method: p.method, amount: p.amount, payment_id: p.payment_id })
+            .collect(),
+        warnings: precheck.warnings.clone(),
+        loyalty: input.loyalty.clone(),
+        fiscal: input.fiscal.clone(),
+        note: input.note.clone(),
+        sold_at: input.sold_at.unwrap_or_else(|| ts(now)),
+        created_at: ts(now),
+    }
+}
+
+/// Receipt rows `(tenant, receipt, request hash)`; an id the tenant has already is left as it
+/// is. Returns the (tenant, id) of the rows inserted.
+async fn insert_receipts(tx: &mut Tx, rows: &[(Uuid, &Receipt, &str)]) -> Result<Vec<(Uuid, Uuid)>> {
+    let mut inserted = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT / 12) {
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new(
+            "INSERT INTO receipts (tenant_id, id, number, kind, refund_of, store_id, terminal_id, total, request_hash, doc, sold_at, created_at) ",
+        );
+        qb.push_values(chunk, |mut b, (tenant, r, hash)| {
+            b.push_bind(*tenant)
+                .push_bind(r.id)
+                .push_bind(r.number)
+                .push_bind(r.kind.as_str())
+                .push_bind(r.refund_of)
+                .push_bind(r.store_id)
+                .push_bind(r.terminal_id)
+                .push_bind(r.total)
+                .push_bind(*hash)
+                .push_bind(Json(*r))
+                .push_bind(r.sold_at.timestamp_micros())
+                .push_bind(r.created_at.timestamp_micros());
+        });
+        qb.push(" ON CONFLICT (tenant_id, id) DO NOTHING RETURNING tenant_id, id");
+        for row in qb.build().fetch_all(&mut **tx).await? {
+            inserted.push((row.try_get("tenant_id")?, row.try_get("id")?));
+        }
+    }
+    Ok(inserted)
+}
+
+/// The line rows of receipts `(tenant, receipt)`.
+async fn insert_receipt_lines(tx: &mut Tx, receipts: &[(Uuid, &Receipt)]) -> Result<()> {
+    let rows: Vec<(Uuid, Uuid, &ReceiptLine)> =
+        receipts.iter().flat_map(|(t, r)| r.lines.iter().map(move |l| (*t, r.id, l))).collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Db> =
+            QueryBuilder::new("INSERT INTO receipt_lines (tenant_id, receipt_id, line_no, product_id, qty, amount) ");
+        qb.push_values(chunk, |mut b, (tenant, receipt, l)| {
+            b.push_bind(*tenant)
+                .push_bind(*receipt)
+                .push_bind(l.line_no as i64)
+                .push_bind(l.product_id)
+                .push_bind(l.qty.milli())
+                .push_bind(l.amount);
+        });
+        qb.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Group commit: the receipts of a batch in one transaction, each under a savepoint so that
 /// one refused receipt undoes only its own writes; every caller is answered after the commit.
 #[async_trait]
 impl group_commit::BatchWriter for Backend {
-    async fn write_batch(&self, jobs: Vec<group_commit::Job>) {
+    async fn write_batch(&self, jobs: Vec<group_commit::Job>) -> u64 {
         if jobs.len() == 1 {
             // Alone in the queue: written as without group commit.
             for job in jobs {
                 let answer = self.write_alone(&job.actor, &job.input, &job.request_hash, &job.precheck).await;
                 let _ = job.reply.send(answer);
             }
-            return;
+            return 0;
         }
-        let mut answers = Vec::with_capacity(jobs.len());
+        let mut answers: Vec<Option<Result<ReceiptOutcome>>> = jobs.iter().map(|_| None).collect();
+        let mut plain = 0;
         let failed = match self.begin().await {
-            Ok(mut tx) => match write_jobs(&mut tx, &jobs, &mut answers).await {
-                Ok(()) => self.commit(tx).await.err(),
-                Err(e) => Some(e),
-            },
+            Ok(mut tx) => {
+                let written = match write_plain_sales(&mut tx, &jobs, &mut answers).await {
+                    Ok(n) => {
+                        plain = n;
+                        write_jobs(&mut tx, &jobs, &mut answers).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match written {
+                    Ok(()) => self.commit(tx).await.err(),
+                    Err(e) => Some(e),
+                }
+            }
             Err(e) => Some(e),
         };
         if let Some(e) = &failed {
             tracing::warn!(error = %e, receipts = jobs.len(), "group commit failed: none of its receipts was stored");
         }
-        let mut answers = answers.into_iter();
-        for job in jobs {
+        for (job, answer) in jobs.into_iter().zip(answers) {
             let answer = match &failed {
-                None => answers.next().unwrap_or_else(|| Err(StorageError::Corrupt("group commit lost an answer".into()))),
+                None => answer.unwrap_or_else(|| Err(StorageError::Corrupt("group commit lost an answer".into()))),
                 Some(e) => Err(group_commit::batch_failed(e)),
             };
             let _ = job.reply.send(answer);
         }
+        if failed.is_some() { 0 } else { plain }
     }
 }
 
-/// The jobs of a batch in `tx`, one savepoint each; an answer per job in `answers`. An error
-/// means the transaction itself is broken: nothing of the batch may be committed.
-async fn write_jobs(tx: &mut Tx, jobs: &[group_commit::Job], answers: &mut Vec<Result<ReceiptOutcome>>) -> Result<()> {
+/// The jobs of a batch not answered yet, in `tx`, one savepoint each. An error means the
+/// transaction itself is broken: nothing of the batch may be committed.
+async fn write_jobs(tx: &mut Tx, jobs: &[group_commit::Job], answers: &mut [Option<Result<ReceiptOutcome>>]) -> Result<()> {
     // Receipts created earlier in this batch: a retry of one of them (same tenant and id) is
     // answered from it, as it would be after its commit.
     let mut created: HashMap<(Uuid, Uuid), (Receipt, &str)> = HashMap::new();
-    for job in jobs {
+    for (job, answer) in jobs.iter().zip(answers.iter()) {
+        if let Some(Ok(ReceiptOutcome::Created(r))) = answer {
+            created.insert((job.actor.tenant_id, r.id), (r.clone(), &job.request_hash));
+        }
+    }
+    for (job, answer) in jobs.iter().zip(answers.iter_mut()) {
+        if answer.is_some() {
+            continue;
+        }
         let key = (job.actor.tenant_id, job.input.id);
         if let Some((r, hash)) = created.get(&key) {
-            answers.push(replay(r.clone(), hash, &job.request_hash));
+            *answer = Some(replay(r.clone(), hash, &job.request_hash));
             continue;
         }
         // Not released after success (one round trip less): a name refers to its latest
@@ -1938,7 +2090,7 @@ async fn write_jobs(tx: &mut Tx, jobs: &[group_commit::Job], answers: &mut Vec<R
         } else {
             sqlx::raw_sql("ROLLBACK TO SAVEPOINT receipt").execute(&mut **tx).await?;
         }
-        answers.push(outcome);
+        *answer = Some(outcome);
     }
     Ok(())
 }

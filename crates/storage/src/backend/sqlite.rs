@@ -224,6 +224,7 @@ impl SqliteStore {
 type Backend = SqliteStore;
 
 include!("shared.rs");
+include!("receipt_batch_impl.rs");
 include!("bus_impl.rs");
 include!("webhooks_impl.rs");
 include!("integrations_impl.rs");
