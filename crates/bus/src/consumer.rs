@@ -20,6 +20,9 @@ use tokio::task::JoinHandle;
 
 use crate::{Bus, envelope};
 
+/// How often a busy in-process consumer saves its position (an idle one saves at once).
+pub const SAVE_POSITION_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
     /// Try again later (network error, 5xx, provider down).
@@ -262,16 +265,30 @@ impl ConsumerRunner {
     /// events were read.
     pub async fn poll_outbox(&self, c: &dyn Consumer) -> Result<usize, StorageError> {
         let pos = self.store.consumer_position(c.name()).await?;
+        let (n, last) = self.poll_from(c, pos).await?;
+        if n > 0 {
+            self.save_position(c, last).await?;
+        }
+        Ok(n)
+    }
+
+    /// Deliver what was published after `pos`; returns how many events were read and the
+    /// position after them (`pos` when there were none).
+    async fn poll_from(&self, c: &dyn Consumer, pos: i64) -> Result<(usize, i64), StorageError> {
         let events = self.store.published_after(pos, 256).await?;
         let Some(last) = events.last().map(|e| e.seq) else {
-            return Ok(0);
+            return Ok((0, pos));
         };
         self.process_all(c, &events).await?;
-        self.store.save_consumer_position(c.name(), last).await?;
-        let head = self.store.last_pub_seq().await.unwrap_or(last);
+        Ok((events.len(), last))
+    }
+
+    async fn save_position(&self, c: &dyn Consumer, pos: i64) -> Result<(), StorageError> {
+        self.store.save_consumer_position(c.name(), pos).await?;
+        let head = self.store.last_pub_seq().await.unwrap_or(pos);
         metrics::gauge!("savdo_consumer_lag", "consumer" => c.name().to_string())
-            .set((head - last) as f64);
-        Ok(events.len())
+            .set((head - pos) as f64);
+        Ok(())
     }
 
     /// Run every consumer until `shutdown` turns true.
@@ -309,24 +326,10 @@ impl ConsumerRunner {
 
     async fn feed(&self, bus: Bus, c: Arc<dyn Consumer>, mut shutdown: watch::Receiver<bool>) {
         match bus {
-            Bus::InProcess { published } => loop {
-                if *shutdown.borrow() {
-                    return;
-                }
-                let woken = published.notified();
-                match self.poll_outbox(c.as_ref()).await {
-                    Ok(n) if n > 0 => continue,
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(consumer = c.name(), error = %e, "consumer could not read events")
-                    }
-                }
-                tokio::select! {
-                    _ = woken => {}
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = shutdown.changed() => {}
-                }
-            },
+            Bus::InProcess { published } => {
+                self.feed_in_process(&published, c.as_ref(), &mut shutdown)
+                    .await
+            }
             Bus::Nats(nats) => loop {
                 if *shutdown.borrow() {
                     return;
@@ -339,6 +342,78 @@ impl ConsumerRunner {
                     }
                 }
             },
+        }
+    }
+
+    /// The in-process feed holds its position in memory: it reads the saved one once and saves
+    /// it at once when it has caught up, but at most every [`SAVE_POSITION_EVERY`] while events
+    /// keep coming, so a busy consumer does not queue a write per read on the (single SQLite)
+    /// writer. The saved position is where a restart begins: events after it are delivered
+    /// again, which consumers absorb by event id (inbox, or idempotent effects).
+    async fn feed_in_process(
+        &self,
+        published: &tokio::sync::Notify,
+        c: &dyn Consumer,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        let mut pos: Option<i64> = None;
+        let mut saved: Option<i64> = None;
+        let mut saved_at = tokio::time::Instant::now();
+        loop {
+            let stopping = *shutdown.borrow();
+            let woken = published.notified();
+            let mut busy = false;
+            let loaded = match pos {
+                Some(p) => Ok(p),
+                None => self.store.consumer_position(c.name()).await,
+            };
+            match loaded {
+                Ok(p) => {
+                    if pos.is_none() {
+                        (pos, saved) = (Some(p), Some(p));
+                    }
+                    if !stopping {
+                        match self.poll_from(c, p).await {
+                            Ok((n, last)) => {
+                                pos = Some(last);
+                                busy = n > 0;
+                            }
+                            Err(e) => {
+                                tracing::warn!(consumer = c.name(), error = %e, "consumer could not read events")
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(consumer = c.name(), error = %e, "consumer could not read its position")
+                }
+            }
+            let due = !busy || stopping || saved_at.elapsed() >= SAVE_POSITION_EVERY;
+            if let Some(p) = pos
+                && due
+                && saved != Some(p)
+            {
+                match self.save_position(c, p).await {
+                    Ok(()) => {
+                        saved = Some(p);
+                        saved_at = tokio::time::Instant::now();
+                    }
+                    Err(e) => {
+                        tracing::warn!(consumer = c.name(), error = %e, "consumer could not save its position")
+                    }
+                }
+            }
+            if stopping {
+                return;
+            }
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                _ = woken => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = shutdown.changed() => {}
+            }
         }
     }
 

@@ -98,7 +98,7 @@ impl PgStore {
             write: pool.clone(),
             read: pool,
             outbox_notify: Default::default(),
-            group: super::group_commit::Slot::from_env(super::group_commit::GroupCommit::OFF)?,
+            group: super::group_commit::Slot::from_env(super::group_commit::GroupCommit::ON)?,
         })
     }
 
