@@ -14,6 +14,9 @@ use savdo_storage::Storage;
 
 use crate::config::DbArgs;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "savdo",

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use savdo_fiscal::Config;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "savdo-fiscal",
