@@ -52,7 +52,8 @@ backend_tests!(
     tenants_share_a_batch_not_their_data,
     one_receipt_alone_is_written_as_before,
     plain_sales_together_answer_as_one_by_one,
-    an_id_stored_meanwhile_sends_plain_sales_one_by_one,
+    an_id_stored_by_another_writer_is_answered_as_stored,
+    stored_receipts_in_a_batch_are_replays,
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -714,12 +715,12 @@ async fn one_receipt_alone_is_written_as_before(kind: Kind) {
         let r = sale(&shop, &[(shop.products[0], 1)]);
         let got = db.store.submit_receipt(&shop.actor, &r, "h").await;
         numbers.push(created(&got).number);
-        // A retry after the answer is a replay.
+        // A retry after the answer is a replay (the writer looks it up: a batch of one).
         let again = db.store.submit_receipt(&shop.actor, &r, "h").await;
         assert!(matches!(again, Ok(ReceiptOutcome::Replayed(_))));
     }
     let s = db.stats();
-    assert_eq!((s.batches, s.receipts, s.largest_batch), (3, 3, 1), "{s:?}");
+    assert_eq!((s.batches, s.receipts, s.largest_batch), (6, 6, 1), "{s:?}");
     assert_eq!(numbers, vec![numbers[0], numbers[0] + 1, numbers[0] + 2]);
     let levels = stock_matches_movements(&db.store, &shop).await;
     assert_eq!(levels[&shop.products[0]], 7000);
@@ -878,7 +879,7 @@ async fn plain_sales_together_answer_as_one_by_one(kind: Kind) {
     assert_eq!(p0, vec![8000, 5000]);
 }
 
-async fn an_id_stored_meanwhile_sends_plain_sales_one_by_one(kind: Kind) {
+async fn an_id_stored_by_another_writer_is_answered_as_stored(kind: Kind) {
     let db = Db::open(kind, GroupCommit::ON).await;
     let shop = shop(&db.store, "Race", 2, 100).await;
     let tenant = shop.actor.tenant_id;
@@ -931,8 +932,8 @@ async fn an_id_stored_meanwhile_sends_plain_sales_one_by_one(kind: Kind) {
     created(&got[2]);
     assert_eq!(
         db.stats().plain,
-        before.plain,
-        "the plan was undone, the batch went one by one"
+        before.plain + 2,
+        "the others went together"
     );
     let rows = db.receipt_rows(tenant).await;
     assert_eq!(rows.len(), 5);
@@ -951,4 +952,52 @@ async fn an_id_stored_meanwhile_sends_plain_sales_one_by_one(kind: Kind) {
         stock_matches_movements(&db.store, &shop).await[&p[0]],
         98_000
     );
+}
+
+async fn stored_receipts_in_a_batch_are_replays(kind: Kind) {
+    let db = Db::open(kind, GroupCommit::ON).await;
+    let shop = shop(&db.store, "Retry later", 2, 100).await;
+    let p = shop.products.clone();
+    let a = shop.actor.clone();
+    let r0 = sale(&shop, &[(p[0], 1)]);
+    let r1 = sale(&shop, &[(p[1], 1)]);
+    let n0 = created(&db.store.submit_receipt(&a, &r0, "h-0").await).number;
+    created(&db.store.submit_receipt(&a, &r1, "h-1").await);
+    // Stock changed since: a retry is still answered as stored, not checked again.
+    db.store
+        .update_settings(&a, &json!({"forbid_negative_stock": true}))
+        .await
+        .expect("settings");
+    let items = vec![
+        (a.clone(), sale(&shop, &[(p[0], 2)]), "h-a".to_string()),
+        (a.clone(), r0.clone(), "h-0".to_string()),
+        (a.clone(), r1.clone(), "h-other".to_string()),
+        (a.clone(), sale(&shop, &[(p[1], 3)]), "h-b".to_string()),
+    ];
+    let before = db.stats();
+    let (_, answers) = one_batch(&db, (&shop, sale(&shop, &[(p[0], 1)])), items).await;
+    created(&answers[0]);
+    match &answers[1] {
+        Ok(ReceiptOutcome::Replayed(r)) => assert_eq!((r.id, r.number), (r0.id, n0)),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    match &answers[2] {
+        Err(StorageError::Conflict { field, .. }) => assert_eq!(field.as_deref(), Some("id")),
+        other => panic!("expected a conflict on id, got {other:?}"),
+    }
+    created(&answers[3]);
+    assert_eq!(
+        db.stats().plain,
+        before.plain + 2,
+        "the new sales went together"
+    );
+    let tenant = a.tenant_id;
+    let rows = db.receipt_rows(tenant).await;
+    assert_eq!(rows.len(), 5);
+    assert!(rows.values().all(|&n| n == 1));
+    let events = db.receipt_events(tenant).await;
+    assert_eq!(events.iter().filter(|(id, _)| *id == r0.id).count(), 1);
+    let levels = stock_matches_movements(&db.store, &shop).await;
+    assert_eq!(levels[&p[0]], 96_000);
+    assert_eq!(levels[&p[1]], 96_000);
 }

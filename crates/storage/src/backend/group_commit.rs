@@ -74,11 +74,19 @@ pub(crate) struct Job {
     pub reply: oneshot::Sender<Result<ReceiptOutcome>>,
 }
 
-/// Writes a batch of receipts in one transaction and answers each job after the commit.
+/// Writes a batch of receipts in one transaction; the queue answers each job after it returns,
+/// that is after the commit.
 #[async_trait]
 pub(crate) trait BatchWriter: Send + Sync + 'static {
-    /// Returns how many receipts of the batch were stored by the fast path for plain sales.
-    async fn write_batch(&self, jobs: Vec<Job>) -> u64;
+    async fn write_batch(&self, jobs: &[Job]) -> Written;
+}
+
+/// What a batch came to.
+pub(crate) struct Written {
+    /// One per job, in job order.
+    pub answers: Vec<Result<ReceiptOutcome>>,
+    /// Receipts stored by the fast path for plain sales.
+    pub plain: u64,
 }
 
 /// What the writer has done so far (for tests, benchmarks and operators).
@@ -247,8 +255,21 @@ async fn run(
         // A task per batch: should writing panic, its callers get an error (their answers are
         // dropped) and the writer goes on with the next batch.
         let w = writer.clone();
-        if let Ok(plain) = tokio::spawn(async move { w.write_batch(jobs).await }).await {
-            counters.plain.fetch_add(plain, Ordering::Relaxed);
+        let written = tokio::spawn(async move {
+            let written = w.write_batch(&jobs).await;
+            (jobs, written)
+        })
+        .await;
+        if let Ok((jobs, written)) = written {
+            // Counted before anyone is answered: a caller sees its own batch in the stats.
+            counters.plain.fetch_add(written.plain, Ordering::Relaxed);
+            let mut answers = written.answers.into_iter();
+            for job in jobs {
+                let answer = answers.next().unwrap_or_else(|| {
+                    Err(StorageError::Corrupt("group commit lost an answer".into()))
+                });
+                let _ = job.reply.send(answer);
+            }
         }
     }
 }

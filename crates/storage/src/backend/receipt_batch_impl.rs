@@ -2,8 +2,9 @@
 //
 // Written one by one, a receipt costs about eleven statements, and every statement is a round
 // trip (to PostgreSQL, or to SQLite's connection thread). The plain sales of a batch (no refund,
-// no marking code, no QR payment, an id seen once in the batch) are instead read, checked and
-// written together: a handful of multi-row statements for the whole batch. Each receipt gets
+// no marking code, no QR payment, an id seen once in the batch) are instead read (first any
+// receipt already stored under their ids: a retry is answered as stored), checked and written
+// together: a handful of multi-row statements for the whole batch. Each receipt gets
 // exactly what it would get written alone, in batch order: the same checks and problems, its
 // own number, the levels after it in its `stock.changed` events, and refusal when it would take
 // stock below zero under `forbid_negative_stock`.
@@ -83,6 +84,18 @@ async fn plan_plain_sales(
         w.0.extend(jobs[i].input.lines.iter().map(|l| l.product_id));
         w.1.extend(jobs[i].input.customer_id);
     }
+    // Receipts stored already (a retry after its answer was lost): answered as stored,
+    // whatever changed since.
+    let mut stored_before = HashMap::new();
+    for &i in picked {
+        stored_before.entry(jobs[i].actor.tenant_id).or_insert_with(Vec::new).push(jobs[i].input.id);
+    }
+    let mut retries = HashMap::new();
+    for (tenant, ids) in stored_before {
+        for (id, found) in receipts_by_ids(tx, tenant, &ids).await? {
+            retries.insert((tenant, id), found);
+        }
+    }
     let mut products = HashMap::new();
     let mut customers = std::collections::HashSet::new();
     for (tenant, (product_ids, customer_ids)) in &wanted {
@@ -99,6 +112,10 @@ async fn plan_plain_sales(
     for &i in picked {
         let (actor, input) = (&jobs[i].actor, &jobs[i].input);
         let tenant = actor.tenant_id;
+        if let Some((r, hash)) = retries.remove(&(tenant, input.id)) {
+            done.push((i, replay(r, &hash, &jobs[i].request_hash)));
+            continue;
+        }
         if let Some(bound) = actor.store_id
             && bound != input.store_id
         {

@@ -633,6 +633,25 @@ async fn write_customer(tx: &mut Tx, actor: &Actor, id: Uuid, f: &CustomerFields
     Ok(c)
 }
 
+/// Stored receipts of a tenant among `ids`, with their request hashes, in one query.
+async fn receipts_by_ids(tx: &mut Tx, tenant: Uuid, ids: &[Uuid]) -> Result<HashMap<Uuid, (Receipt, String)>> {
+    let mut found = HashMap::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT doc, request_hash FROM receipts WHERE tenant_id = ");
+        qb.push_bind(tenant).push(" AND id IN (");
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        for r in qb.build().fetch_all(&mut **tx).await? {
+            let doc: Json<Receipt> = r.try_get("doc")?;
+            found.insert(doc.0.id, (doc.0, r.try_get("request_hash")?));
+        }
+    }
+    Ok(found)
+}
+
 async fn receipt_by_id<'e, E>(ex: E, tenant: Uuid, id: Uuid) -> Result<Option<(Receipt, String)>>
 where
     E: sqlx::Executor<'e, Database = Db>,
@@ -1627,14 +1646,16 @@ impl Backend {
         precheck: &crate::marking::MarkingPrecheck,
     ) -> Result<ReceiptOutcome> {
         let tenant = actor.tenant_id;
-        // A retry is answered from what was stored, whatever changed since (prices, stock).
-        if let Some((r, hash)) = receipt_by_id(&self.read, tenant, input.id).await? {
-            return replay(r, &hash, request_hash);
-        }
         // The writer's own handle has group commit off: it writes, it does not queue.
         let writer = || Backend { group: group_commit::Slot::new(GroupCommit::OFF), ..self.clone() };
         if let Some(queue) = self.group.queue(writer) {
+            // The writer looks for a stored receipt itself, in its transaction: for a whole
+            // batch in one query.
             return queue.submit(actor, input, request_hash, precheck).await;
+        }
+        // A retry is answered from what was stored, whatever changed since (prices, stock).
+        if let Some((r, hash)) = receipt_by_id(&self.read, tenant, input.id).await? {
+            return replay(r, &hash, request_hash);
         }
         self.write_alone(actor, input, request_hash, precheck).await
     }
@@ -2020,23 +2041,24 @@ async fn insert_receipt_lines(tx: &mut Tx, receipts: &[(Uuid, &Receipt)]) -> Res
 /// one refused receipt undoes only its own writes; every caller is answered after the commit.
 #[async_trait]
 impl group_commit::BatchWriter for Backend {
-    async fn write_batch(&self, jobs: Vec<group_commit::Job>) -> u64 {
-        if jobs.len() == 1 {
+    async fn write_batch(&self, jobs: &[group_commit::Job]) -> group_commit::Written {
+        if let [job] = jobs {
             // Alone in the queue: written as without group commit.
-            for job in jobs {
-                let answer = self.write_alone(&job.actor, &job.input, &job.request_hash, &job.precheck).await;
-                let _ = job.reply.send(answer);
-            }
-            return 0;
+            let answer = match receipt_by_id(&self.read, job.actor.tenant_id, job.input.id).await {
+                Ok(Some((r, hash))) => replay(r, &hash, &job.request_hash),
+                Ok(None) => self.write_alone(&job.actor, &job.input, &job.request_hash, &job.precheck).await,
+                Err(e) => Err(e),
+            };
+            return group_commit::Written { answers: vec![answer], plain: 0 };
         }
         let mut answers: Vec<Option<Result<ReceiptOutcome>>> = jobs.iter().map(|_| None).collect();
         let mut plain = 0;
         let failed = match self.begin().await {
             Ok(mut tx) => {
-                let written = match write_plain_sales(&mut tx, &jobs, &mut answers).await {
+                let written = match write_plain_sales(&mut tx, jobs, &mut answers).await {
                     Ok(n) => {
                         plain = n;
-                        write_jobs(&mut tx, &jobs, &mut answers).await
+                        write_jobs(&mut tx, jobs, &mut answers).await
                     }
                     Err(e) => Err(e),
                 };
@@ -2050,14 +2072,14 @@ impl group_commit::BatchWriter for Backend {
         if let Some(e) = &failed {
             tracing::warn!(error = %e, receipts = jobs.len(), "group commit failed: none of its receipts was stored");
         }
-        for (job, answer) in jobs.into_iter().zip(answers) {
-            let answer = match &failed {
+        let answers = answers
+            .into_iter()
+            .map(|answer| match &failed {
                 None => answer.unwrap_or_else(|| Err(StorageError::Corrupt("group commit lost an answer".into()))),
                 Some(e) => Err(group_commit::batch_failed(e)),
-            };
-            let _ = job.reply.send(answer);
-        }
-        if failed.is_some() { 0 } else { plain }
+            })
+            .collect();
+        group_commit::Written { answers, plain: if failed.is_some() { 0 } else { plain } }
     }
 }
 
@@ -2079,6 +2101,10 @@ async fn write_jobs(tx: &mut Tx, jobs: &[group_commit::Job], answers: &mut [Opti
         let key = (job.actor.tenant_id, job.input.id);
         if let Some((r, hash)) = created.get(&key) {
             *answer = Some(replay(r.clone(), hash, &job.request_hash));
+            continue;
+        }
+        if let Some((r, hash)) = receipt_by_id(&mut **tx, job.actor.tenant_id, job.input.id).await? {
+            *answer = Some(replay(r, &hash, &job.request_hash));
             continue;
         }
         // Not released after success (one round trip less): a name refers to its latest
