@@ -89,7 +89,14 @@ pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
 pub struct MachineInfo {
     pub cpus: usize,
     pub load_avg_1m: Option<f64>,
+    /// Share of all CPUs' time spent busy during the second before the run. The 1-minute load
+    /// average also counts the tail of the previous run; this says whether anything is running
+    /// now.
+    pub busy_before: Option<f64>,
 }
+
+/// Above this share of the machine busy before a run, its figures are labelled `BUSY`.
+const BUSY_SHARE: f64 = 0.25;
 
 impl MachineInfo {
     pub fn now() -> MachineInfo {
@@ -101,19 +108,56 @@ impl MachineInfo {
                 .map(|n| n.get())
                 .unwrap_or(1),
             load_avg_1m: load,
+            busy_before: busy_share(std::time::Duration::from_secs(1)),
         }
     }
 
     pub fn line(&self) -> String {
-        match self.load_avg_1m {
-            Some(l) if l > self.cpus as f64 * 0.5 => format!(
-                "machine: {} CPUs, load {l:.2} before the run: BUSY, treat the figures as preliminary",
-                self.cpus
-            ),
-            Some(l) => format!("machine: {} CPUs, load {l:.2} before the run", self.cpus),
-            None => format!("machine: {} CPUs", self.cpus),
+        let mut line = format!("machine: {} CPUs", self.cpus);
+        if let Some(l) = self.load_avg_1m {
+            line.push_str(&format!(", load {l:.2}"));
         }
+        if let Some(b) = self.busy_before {
+            line.push_str(&format!(
+                ", {:.0} % busy in the second before the run",
+                b * 100.0
+            ));
+            if b > BUSY_SHARE {
+                line.push_str(": BUSY, treat the figures as preliminary");
+            }
+        }
+        line
     }
+}
+
+/// (busy, total) time of all CPUs, from the first line of `/proc/stat`.
+fn parse_cpu_totals(stat: &str) -> Option<(u64, u64)> {
+    let mut fields = stat.lines().next()?.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields.map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    if v.len() < 4 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal; guest time is already in user and nice.
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v[3] + v.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
+/// Share of the machine's CPU time spent busy over `window`.
+fn busy_share(window: std::time::Duration) -> Option<f64> {
+    let read = || {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| parse_cpu_totals(&s))
+    };
+    let (busy0, total0) = read()?;
+    std::thread::sleep(window);
+    let (busy1, total1) = read()?;
+    let total = total1.checked_sub(total0).filter(|t| *t > 0)?;
+    Some(busy1.saturating_sub(busy0) as f64 / total as f64)
 }
 
 /// Print a report as JSON (one object on stdout) or leave the human text already printed.
@@ -127,6 +171,26 @@ pub fn emit_json<T: Serialize>(json: bool, v: &T) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_totals_from_proc_stat() {
+        let stat = "cpu  100 5 50 800 40 3 2 0 10 0\ncpu0 50 2 25 400 20 1 1 0 5 0\n";
+        // busy = user + nice + system + irq + softirq + steal; idle and iowait are not.
+        assert_eq!(parse_cpu_totals(stat), Some((160, 1000)));
+        assert_eq!(parse_cpu_totals("intr 1 2 3"), None);
+        assert_eq!(parse_cpu_totals("cpu 1 2"), None);
+    }
+
+    #[test]
+    fn busy_label_follows_the_last_second() {
+        let m = |busy| MachineInfo {
+            cpus: 2,
+            load_avg_1m: Some(1.9),
+            busy_before: Some(busy),
+        };
+        assert!(!m(0.03).line().contains("BUSY"), "{}", m(0.03).line());
+        assert!(m(0.6).line().contains("BUSY"));
+    }
 
     #[test]
     fn cpu_ticks_survive_odd_command_names() {
