@@ -1044,6 +1044,8 @@ async fn changes_arriving_over_time_settle(env: Env) {
         PushConfig {
             settle: Duration::from_secs(2),
             max_settle: Duration::from_secs(6),
+            // Urgent or not, the same cap here (the difference has its own test).
+            calm_max_settle: Duration::from_secs(6),
             ..PushConfig::default()
         },
     ));
@@ -1115,7 +1117,82 @@ async fn changes_arriving_over_time_settle(env: Env) {
     assert_remote_equals_ours(&env, wb, &products).await;
 }
 
+/// A steady flow of ordinary changes waits up to `calm_max_settle`; one that sells an item out
+/// goes after `max_settle`.
+async fn ordinary_changes_wait_longer_than_urgent_ones(env: Env) {
+    let (products, _ids) = catalogue(&env, 20).await;
+    let stocked: Vec<(Uuid, i64)> = products.iter().map(|p| (*p, 100_000)).collect();
+    env.stock_doc(StockDocKind::Supply, env.feeding[0], &stocked)
+        .await;
+    env.consume().await;
+    env.pusher.drain().await.unwrap();
+    let engine = Arc::new(PushEngine::new(
+        env.store.clone(),
+        env.clock.clone(),
+        PushConfig {
+            settle: Duration::from_secs(2),
+            max_settle: Duration::from_secs(6),
+            calm_max_settle: Duration::from_secs(12),
+            ..PushConfig::default()
+        },
+    ));
+    let pool = Arc::new(ConnectorPool::new(
+        env.vault.clone(),
+        env.registry.clone(),
+        env.hub.clone(),
+    ));
+    let pusher = StockPusher::new(engine, pool);
+    let wb = Market::Wildberries;
+
+    // A delivery a second, each to another product (100 units each, far from zero), so the due
+    // set keeps growing: not urgent.
+    let trickle = |sell_out_at: Option<usize>| {
+        let (env, products, pusher) = (&env, &products, &pusher);
+        async move {
+            let before = env.stock_requests(wb).await.0;
+            for k in 0..16_usize {
+                env.stock_doc(
+                    StockDocKind::Supply,
+                    env.feeding[1],
+                    &[(products[k], 10_000)],
+                )
+                .await;
+                if sell_out_at == Some(k) {
+                    env.stock_doc(
+                        StockDocKind::Writeoff,
+                        env.feeding[0],
+                        &[(products[19], 100_000)],
+                    )
+                    .await;
+                }
+                env.consume().await;
+                pusher.pass().await.unwrap();
+                if env.stock_requests(wb).await.0 > before {
+                    return Some(k);
+                }
+                env.advance(1).await;
+            }
+            None
+        }
+    };
+    assert_eq!(
+        trickle(None).await,
+        Some(12),
+        "pushed at calm_max_settle (12 s)"
+    );
+    env.pusher.drain().await.unwrap();
+    assert_remote_equals_ours(&env, wb, &products).await;
+    assert_eq!(
+        trickle(Some(3)).await,
+        Some(6),
+        "a sold-out item goes at max_settle (6 s)"
+    );
+    env.pusher.drain().await.unwrap();
+    assert_remote_equals_ours(&env, wb, &products).await;
+}
+
 backend_tests!(
+    ordinary_changes_wait_longer_than_urgent_ones,
     changes_arriving_over_time_settle,
     rejected_items_back_off,
     push_lease_is_exclusive,

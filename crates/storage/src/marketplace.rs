@@ -163,6 +163,8 @@ pub struct DueItem {
     /// The change sequence read with it: recorded on success.
     pub seq: i64,
     pub attempts: i64,
+    /// The value last accepted by the marketplace; `None` before the first push.
+    pub pushed_value: Option<i64>,
 }
 
 /// How one item's push ended.

@@ -69,6 +69,16 @@ impl MarketplaceSettings {
     }
 }
 
+/// A change the marketplace should see soon: the item was never pushed, or its value moves to,
+/// from or within `low` (thousandths) — sold out or about to be (overselling), back in stock
+/// (lost sales).
+fn urgent_change(pushed: Option<i64>, now: i64, low: i64) -> bool {
+    match pushed {
+        None => true,
+        Some(p) => p != now && (p <= low || now <= low),
+    }
+}
+
 fn is_marketplace(i: &Integration) -> bool {
     KINDS.contains(&i.kind.as_str()) && i.status != IntegrationStatus::Disabled
 }
@@ -133,8 +143,17 @@ pub struct PushConfig {
     /// Coalescing: while less than a claim's worth of batches is due and more items keep
     /// becoming due, the pusher waits until none has been added for this long…
     pub settle: Duration,
-    /// …but never longer than this after it first saw them due. Zero `settle` pushes at once.
+    /// …but never longer than this after it first saw them due when one of them is urgent
+    /// (see [`PushConfig::low_stock`]). Zero `settle` pushes at once.
     pub max_settle: Duration,
+    /// …and never longer than this when none is: a steady flow of ordinary changes (a busy
+    /// day's receipts and deliveries) then leaves in few full rounds instead of one every
+    /// `max_settle`.
+    pub calm_max_settle: Duration,
+    /// An item is urgent when the marketplace shows at most this many units, or will: its value
+    /// changed to or from this level (sold out, nearly sold out, back in stock: overselling or
+    /// lost sales), or it was never pushed.
+    pub low_stock: i64,
 }
 
 impl Default for PushConfig {
@@ -148,6 +167,8 @@ impl Default for PushConfig {
             batches_per_claim: 20,
             settle: Duration::from_secs(1),
             max_settle: Duration::from_secs(10),
+            calm_max_settle: Duration::from_secs(60),
+            low_stock: 5,
         }
     }
 }
@@ -501,6 +522,8 @@ struct Settling {
     first_seen: DateTime<Utc>,
     last_growth: DateTime<Utc>,
     due: usize,
+    /// When its items were last looked at for an urgent one (at most once per `settle`).
+    urgent_checked: Option<DateTime<Utc>>,
 }
 
 impl StockPusher {
@@ -515,9 +538,10 @@ impl StockPusher {
     }
 
     /// Whether the integration's due stock may go now: a full claim's worth of batches is due,
-    /// or the due set has stopped growing for `settle`, or it has waited `max_settle`. A burst of changes arriving
-    /// over a few seconds through the event path thus leaves in full batches, not a request per
-    /// pass, at the cost of at most `max_settle` of staleness.
+    /// or the due set has stopped growing for `settle`, or it has waited `max_settle` and holds
+    /// an urgent item, or `calm_max_settle`. A burst of changes arriving over a few seconds
+    /// through the event path thus leaves in full batches, not a request per pass; a sold-out
+    /// item waits at most `max_settle`, an ordinary change at most `calm_max_settle`.
     async fn stock_settled(
         &self,
         i: &Integration,
@@ -533,7 +557,7 @@ impl StockPusher {
             .max(1)
             .saturating_mul(cfg.batches_per_claim.max(1));
         let now = self.engine.clock.now();
-        let due = self
+        let items = self
             .engine
             .store
             .due_items(
@@ -548,28 +572,78 @@ impl StockPusher {
                 },
             )
             .await
-            .map_err(storage_err)?
-            .len();
-        let mut settling = self.settling.lock().unwrap_or_else(|e| e.into_inner());
-        if due == 0 || due >= full {
-            settling.remove(&i.id);
-            return Ok(true);
-        }
-        let s = settling.entry(i.id).or_insert(Settling {
-            first_seen: now,
-            last_growth: now,
-            due,
-        });
-        if s.due != due {
-            s.due = due;
-            s.last_growth = now;
-        }
-        let ready = now - s.last_growth >= to_chrono(cfg.settle)
-            || now - s.first_seen >= to_chrono(cfg.max_settle);
+            .map_err(storage_err)?;
+        let due = items.len();
+        {
+            let mut settling = self.settling.lock().unwrap_or_else(|e| e.into_inner());
+            if due == 0 || due >= full {
+                settling.remove(&i.id);
+                return Ok(true);
+            }
+            let s = settling.entry(i.id).or_insert(Settling {
+                first_seen: now,
+                last_growth: now,
+                due,
+                urgent_checked: None,
+            });
+            if s.due != due {
+                s.due = due;
+                s.last_growth = now;
+            }
+            if now - s.last_growth >= to_chrono(cfg.settle)
+                || now - s.first_seen >= to_chrono(cfg.calm_max_settle)
+            {
+                settling.remove(&i.id);
+                return Ok(true);
+            }
+            let checked_lately = s
+                .urgent_checked
+                .is_some_and(|at| now - at < to_chrono(cfg.settle));
+            if now - s.first_seen < to_chrono(cfg.max_settle) || checked_lately {
+                return Ok(false);
+            }
+            s.urgent_checked = Some(now);
+        };
+        // Waited `max_settle`: go now if any item is urgent. Read only now, so a flow of
+        // changes costs this read once a pass after `max_settle`, not on every pass.
+        let ready = self.holds_urgent(i, &items).await?;
         if ready {
-            settling.remove(&i.id);
+            self.settling
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&i.id);
         }
         Ok(ready)
+    }
+
+    /// Whether any of `items` is urgent by [`PushConfig::low_stock`], with values as a push
+    /// would send them now.
+    async fn holds_urgent(
+        &self,
+        i: &Integration,
+        items: &[DueItem],
+    ) -> Result<bool, ConnectorError> {
+        if items.iter().any(|d| d.pushed_value.is_none()) {
+            return Ok(true);
+        }
+        let settings = MarketplaceSettings::parse(&i.settings);
+        let products: Vec<Uuid> = items
+            .iter()
+            .map(|d| d.product_id)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let available = self
+            .engine
+            .store
+            .available_stock(i.tenant_id, &settings.store_ids, &products)
+            .await
+            .map_err(storage_err)?;
+        let low = self.engine.config.low_stock.saturating_mul(1000);
+        Ok(items.iter().any(|d| {
+            let now = settings.pushed_stock(available.get(&d.product_id).copied().unwrap_or(0));
+            urgent_change(d.pushed_value, now, low)
+        }))
     }
 
     /// Woken by the consumer after it marks items, so a push need not wait for the next look.
@@ -1064,4 +1138,28 @@ pub fn system_engine(store: Arc<dyn Storage>) -> Arc<PushEngine> {
         Arc::new(SystemClock),
         PushConfig::default(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::urgent_change;
+
+    #[test]
+    fn urgent_changes_are_those_near_zero() {
+        let low = 5_000;
+        assert!(urgent_change(None, 40_000, low), "never pushed");
+        assert!(urgent_change(Some(12_000), 0, low), "sold out");
+        assert!(urgent_change(Some(12_000), 4_000, low), "nearly sold out");
+        assert!(urgent_change(Some(0), 30_000, low), "back in stock");
+        assert!(
+            urgent_change(Some(3_000), 2_000, low),
+            "within the low band"
+        );
+        assert!(!urgent_change(Some(12_000), 9_000, low), "an ordinary sale");
+        assert!(
+            !urgent_change(Some(12_000), 80_000, low),
+            "an ordinary delivery"
+        );
+        assert!(!urgent_change(Some(0), 0, low), "unchanged");
+    }
 }

@@ -548,7 +548,7 @@ impl MarketplaceStore for Backend {
             .await?;
         }
         let mut qb: QueryBuilder<Db> = QueryBuilder::new(format!(
-            "SELECT external_id, product_id, barcodes, {p}_seq AS seq, {p}_attempts AS attempts FROM marketplace_items \
+            "SELECT external_id, product_id, barcodes, {p}_seq AS seq, {p}_attempts AS attempts, {p}_pushed_value AS pushed_value FROM marketplace_items \
              WHERE product_id IS NOT NULL AND {p}_seq > {p}_pushed_seq AND tenant_id = "
         ));
         qb.push_bind(tenant).push(" AND integration_id = ").push_bind(integration);
@@ -579,6 +579,7 @@ impl MarketplaceStore for Backend {
                     barcodes: mp_barcodes(r)?,
                     seq: r.try_get("seq")?,
                     attempts: r.try_get("attempts")?,
+                    pushed_value: r.try_get("pushed_value")?,
                 })
             })
             .collect()
