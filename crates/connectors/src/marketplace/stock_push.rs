@@ -69,12 +69,12 @@ impl MarketplaceSettings {
     }
 }
 
-/// A change the marketplace should see soon: the item was never pushed, or its value moves to,
-/// from or within `low` (thousandths) — sold out or about to be (overselling), back in stock
-/// (lost sales).
+/// A change the marketplace should see soon: its value moves to, from or within `low`
+/// (thousandths) — sold out or about to be (overselling), back in stock (lost sales) — or an
+/// item never pushed has `low` or less (the marketplace may show stock we do not have).
 fn urgent_change(pushed: Option<i64>, now: i64, low: i64) -> bool {
     match pushed {
-        None => true,
+        None => now <= low,
         Some(p) => p != now && (p <= low || now <= low),
     }
 }
@@ -152,7 +152,7 @@ pub struct PushConfig {
     pub calm_max_settle: Duration,
     /// An item is urgent when the marketplace shows at most this many units, or will: its value
     /// changed to or from this level (sold out, nearly sold out, back in stock: overselling or
-    /// lost sales), or it was never pushed.
+    /// lost sales), or it was never pushed and we have no more than this.
     pub low_stock: i64,
 }
 
@@ -623,9 +623,6 @@ impl StockPusher {
         i: &Integration,
         items: &[DueItem],
     ) -> Result<bool, ConnectorError> {
-        if items.iter().any(|d| d.pushed_value.is_none()) {
-            return Ok(true);
-        }
         let settings = MarketplaceSettings::parse(&i.settings);
         let products: Vec<Uuid> = items
             .iter()
@@ -1147,7 +1144,11 @@ mod tests {
     #[test]
     fn urgent_changes_are_those_near_zero() {
         let low = 5_000;
-        assert!(urgent_change(None, 40_000, low), "never pushed");
+        assert!(urgent_change(None, 0, low), "never pushed, none in stock");
+        assert!(
+            !urgent_change(None, 40_000, low),
+            "never pushed, plenty in stock"
+        );
         assert!(urgent_change(Some(12_000), 0, low), "sold out");
         assert!(urgent_change(Some(12_000), 4_000, low), "nearly sold out");
         assert!(urgent_change(Some(0), 30_000, low), "back in stock");
