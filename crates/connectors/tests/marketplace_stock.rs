@@ -417,6 +417,21 @@ impl Env {
     }
 
     /// Move our clock, and the simulators' limiter clocks, forward.
+    /// A stock pusher of this environment with its own settings.
+    fn pusher_with(&self, config: PushConfig) -> StockPusher {
+        let engine = Arc::new(PushEngine::new(
+            self.store.clone(),
+            self.clock.clone(),
+            config,
+        ));
+        let pool = Arc::new(ConnectorPool::new(
+            self.vault.clone(),
+            self.registry.clone(),
+            self.hub.clone(),
+        ));
+        StockPusher::new(engine, pool)
+    }
+
     async fn advance(&self, secs: i64) {
         self.clock.advance(chrono::Duration::seconds(secs));
         for m in MARKETS {
@@ -1038,23 +1053,13 @@ async fn rejected_items_back_off(env: Env) {
 async fn changes_arriving_over_time_settle(env: Env) {
     let (products, _ids) = catalogue(&env, 12).await;
     env.pusher.drain().await.unwrap();
-    let engine = Arc::new(PushEngine::new(
-        env.store.clone(),
-        env.clock.clone(),
-        PushConfig {
-            settle: Duration::from_secs(2),
-            max_settle: Duration::from_secs(6),
-            // Urgent or not, the same cap here (the difference has its own test).
-            calm_max_settle: Duration::from_secs(6),
-            ..PushConfig::default()
-        },
-    ));
-    let pool = Arc::new(ConnectorPool::new(
-        env.vault.clone(),
-        env.registry.clone(),
-        env.hub.clone(),
-    ));
-    let pusher = StockPusher::new(engine, pool);
+    let pusher = env.pusher_with(PushConfig {
+        settle: Duration::from_secs(2),
+        max_settle: Duration::from_secs(6),
+        // Urgent or not, the same cap here (the difference has its own test).
+        calm_max_settle: Duration::from_secs(6),
+        ..PushConfig::default()
+    });
     let wb = Market::Wildberries;
     let base = env.stock_requests(wb).await.0;
     let sent = |n: u64| n - base;
@@ -1126,22 +1131,12 @@ async fn ordinary_changes_wait_longer_than_urgent_ones(env: Env) {
         .await;
     env.consume().await;
     env.pusher.drain().await.unwrap();
-    let engine = Arc::new(PushEngine::new(
-        env.store.clone(),
-        env.clock.clone(),
-        PushConfig {
-            settle: Duration::from_secs(2),
-            max_settle: Duration::from_secs(6),
-            calm_max_settle: Duration::from_secs(12),
-            ..PushConfig::default()
-        },
-    ));
-    let pool = Arc::new(ConnectorPool::new(
-        env.vault.clone(),
-        env.registry.clone(),
-        env.hub.clone(),
-    ));
-    let pusher = StockPusher::new(engine, pool);
+    let pusher = env.pusher_with(PushConfig {
+        settle: Duration::from_secs(2),
+        max_settle: Duration::from_secs(6),
+        calm_max_settle: Duration::from_secs(12),
+        ..PushConfig::default()
+    });
     let wb = Market::Wildberries;
 
     // A delivery a second, each to another product (100 units each, far from zero), so the due

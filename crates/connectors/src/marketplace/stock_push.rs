@@ -268,6 +268,31 @@ impl PushEngine {
             .map_err(storage_err)
     }
 
+    /// What the marketplace should show for each of `items` now (our available stock in the
+    /// feeding stores, minus the buffer).
+    async fn stock_values(
+        &self,
+        i: &Integration,
+        settings: &MarketplaceSettings,
+        items: &[DueItem],
+    ) -> Result<Vec<i64>, ConnectorError> {
+        let products: Vec<Uuid> = items
+            .iter()
+            .map(|d| d.product_id)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let available = self
+            .store
+            .available_stock(i.tenant_id, &settings.store_ids, &products)
+            .await
+            .map_err(storage_err)?;
+        Ok(items
+            .iter()
+            .map(|d| settings.pushed_stock(available.get(&d.product_id).copied().unwrap_or(0)))
+            .collect())
+    }
+
     /// Push one batch of due stock (only `only`'s items when given). The caller holds the
     /// integration's lease.
     pub async fn push_stock_batch(
@@ -297,28 +322,17 @@ impl PushEngine {
         if due.is_empty() {
             return Ok(BatchReport::default());
         }
-        let products: Vec<Uuid> = due
-            .iter()
-            .map(|d| d.product_id)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
         // Read at push time: whatever changed before this line is in the value sent.
-        let available = self
-            .store
-            .available_stock(i.tenant_id, &settings.store_ids, &products)
-            .await
-            .map_err(storage_err)?;
+        let values = self.stock_values(i, &settings, &due).await?;
         let updates: Vec<StockUpdate> = due
             .iter()
-            .map(|d| StockUpdate {
+            .zip(&values)
+            .map(|(d, &available)| StockUpdate {
                 external_id: d.external_id.clone(),
                 barcode: d.barcodes.first().cloned(),
-                available: settings
-                    .pushed_stock(available.get(&d.product_id).copied().unwrap_or(0)),
+                available,
             })
             .collect();
-        let values: Vec<i64> = updates.iter().map(|u| u.available).collect();
         let result = c.push_stock(&updates).await;
         self.record(i, Channel::Stock, &due, &values, interval, result)
             .await
@@ -624,23 +638,12 @@ impl StockPusher {
         items: &[DueItem],
     ) -> Result<bool, ConnectorError> {
         let settings = MarketplaceSettings::parse(&i.settings);
-        let products: Vec<Uuid> = items
-            .iter()
-            .map(|d| d.product_id)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let available = self
-            .engine
-            .store
-            .available_stock(i.tenant_id, &settings.store_ids, &products)
-            .await
-            .map_err(storage_err)?;
+        let values = self.engine.stock_values(i, &settings, items).await?;
         let low = self.engine.config.low_stock.saturating_mul(1000);
-        Ok(items.iter().any(|d| {
-            let now = settings.pushed_stock(available.get(&d.product_id).copied().unwrap_or(0));
-            urgent_change(d.pushed_value, now, low)
-        }))
+        Ok(items
+            .iter()
+            .zip(values)
+            .any(|(d, now)| urgent_change(d.pushed_value, now, low)))
     }
 
     /// Woken by the consumer after it marks items, so a push need not wait for the next look.

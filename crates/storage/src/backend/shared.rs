@@ -409,6 +409,18 @@ fn first_negative_line(lines: &[(Uuid, i64)], after: &BTreeMap<Uuid, StockLevel>
     None
 }
 
+/// `{select} WHERE tenant_id = … AND id IN (…)`: a tenant's rows among `ids` (one chunk).
+fn tenant_rows_by_id(select: &str, tenant: Uuid, ids: &[Uuid]) -> QueryBuilder<Db> {
+    let mut qb: QueryBuilder<Db> = QueryBuilder::new(format!("{select} WHERE tenant_id = "));
+    qb.push_bind(tenant).push(" AND id IN (");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id);
+    }
+    qb.push(")");
+    qb
+}
+
 /// Products by id (with their `deleted` flag), in one query.
 async fn products_in_tx(tx: &mut Tx, tenant: Uuid, ids: &[Uuid]) -> Result<HashMap<Uuid, (Product, bool)>> {
     let mut found = HashMap::with_capacity(ids.len());
@@ -416,13 +428,7 @@ async fn products_in_tx(tx: &mut Tx, tenant: Uuid, ids: &[Uuid]) -> Result<HashM
     ids.sort_unstable();
     ids.dedup();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<Db> = QueryBuilder::new(format!("SELECT {PRODUCT_COLS}, deleted FROM products WHERE tenant_id = "));
-        qb.push_bind(tenant).push(" AND id IN (");
-        let mut sep = qb.separated(", ");
-        for id in chunk {
-            sep.push_bind(*id);
-        }
-        qb.push(")");
+        let mut qb = tenant_rows_by_id(&format!("SELECT {PRODUCT_COLS}, deleted FROM products"), tenant, chunk);
         for r in qb.build().fetch_all(&mut **tx).await? {
             let deleted: bool = r.try_get("deleted")?;
             let p = product_from_row(&r)?;
@@ -487,13 +493,7 @@ async fn receipt_contexts(tx: &mut Tx, keys: &[ContextKey]) -> Result<HashMap<Co
 async fn customers_found(tx: &mut Tx, tenant: Uuid, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>> {
     let mut found = std::collections::HashSet::new();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT id FROM customers WHERE tenant_id = ");
-        qb.push_bind(tenant).push(" AND id IN (");
-        let mut sep = qb.separated(", ");
-        for id in chunk {
-            sep.push_bind(*id);
-        }
-        qb.push(")");
+        let mut qb = tenant_rows_by_id("SELECT id FROM customers", tenant, chunk);
         for r in qb.build().fetch_all(&mut **tx).await? {
             found.insert(r.try_get("id")?);
         }
@@ -637,13 +637,7 @@ async fn write_customer(tx: &mut Tx, actor: &Actor, id: Uuid, f: &CustomerFields
 async fn receipts_by_ids(tx: &mut Tx, tenant: Uuid, ids: &[Uuid]) -> Result<HashMap<Uuid, (Receipt, String)>> {
     let mut found = HashMap::new();
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT doc, request_hash FROM receipts WHERE tenant_id = ");
-        qb.push_bind(tenant).push(" AND id IN (");
-        let mut sep = qb.separated(", ");
-        for id in chunk {
-            sep.push_bind(*id);
-        }
-        qb.push(")");
+        let mut qb = tenant_rows_by_id("SELECT doc, request_hash FROM receipts", tenant, chunk);
         for r in qb.build().fetch_all(&mut **tx).await? {
             let doc: Json<Receipt> = r.try_get("doc")?;
             found.insert(doc.0.id, (doc.0, r.try_get("request_hash")?));
