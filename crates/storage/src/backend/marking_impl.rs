@@ -474,10 +474,13 @@ impl crate::marking::MarkingStore for Backend {
         lease_until: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool> {
         // One statement: of two workers, the second finds the row claimed (on PostgreSQL it
-        // waits for the first and then sees its lease) and gets no row back.
+        // waits for the first and then sees its lease) and gets no row back; a worker whose
+        // list was read before another finished the receipt finds no code pending any more.
         let won: Option<i64> = sqlx::query_scalar(
             "INSERT INTO marking_rechecks (tenant_id, receipt_id, next_check_at, checks) \
-             VALUES ($1, $2, $4, 0) ON CONFLICT (tenant_id, receipt_id) DO UPDATE \
+             SELECT $1, $2, $4, 0 WHERE EXISTS (SELECT 1 FROM marking_codes \
+                 WHERE tenant_id = $1 AND sale_receipt_id = $2 AND online_check = 'pending') \
+             ON CONFLICT (tenant_id, receipt_id) DO UPDATE \
              SET next_check_at = excluded.next_check_at WHERE marking_rechecks.next_check_at <= $3 \
              RETURNING checks",
         )
