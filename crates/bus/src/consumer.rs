@@ -18,7 +18,7 @@ use savdo_storage::{InboxState, OutboxEvent, Storage, StorageError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::{Bus, envelope};
+use crate::{Bus, Feed, Published, envelope};
 
 /// How often a busy in-process consumer saves its position (an idle one saves at once).
 pub const SAVE_POSITION_EVERY: Duration = Duration::from_secs(1);
@@ -59,8 +59,17 @@ pub trait Consumer: Send + Sync + 'static {
     async fn wants(&self, _event: &CloudEvent) -> bool {
         true
     }
+    /// [`Consumer::wants`] for several accepted events, in their order; a consumer whose answer
+    /// takes a read can read once for all of them.
+    async fn wanted(&self, events: &[&CloudEvent]) -> Vec<bool> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            out.push(self.wants(e).await);
+        }
+        out
+    }
     /// Apply several events at once (only called when [`Consumer::batched`]).
-    async fn handle_batch(&self, events: &[CloudEvent]) -> Result<(), HandleError> {
+    async fn handle_batch(&self, events: &[&CloudEvent]) -> Result<(), HandleError> {
         for e in events {
             self.handle(e, 1).await?;
         }
@@ -154,12 +163,22 @@ impl ConsumerRunner {
         if !c.wants(&event).await {
             return Ok(Outcome::Skipped);
         }
+        self.begin_attempt(c, e, &event).await
+    }
+
+    /// Record the event in the inbox and attempt it, unless it is done or dead already.
+    async fn begin_attempt(
+        &self,
+        c: &dyn Consumer,
+        e: &OutboxEvent,
+        event: &CloudEvent,
+    ) -> Result<Outcome, StorageError> {
         let attempt = match self.store.inbox_begin(c.name(), e).await? {
             InboxState::Done | InboxState::Dead => return Ok(Outcome::Skipped),
             InboxState::New => 1,
             InboxState::Retry { attempts } => attempts + 1,
         };
-        self.attempt(c, e, &event, attempt).await
+        self.attempt(c, e, event, attempt).await
     }
 
     async fn attempt(
@@ -207,39 +226,48 @@ impl ConsumerRunner {
         Ok(outcome)
     }
 
-    /// Deliver several events to one consumer: at once when it is [`Consumer::batched`] (one
-    /// call, no inbox rows), falling back to [`ConsumerRunner::process`] one by one when the
-    /// batch fails or the consumer is not batched.
-    pub async fn process_all(
+    /// Deliver several events to one consumer: those it accepts and wants, at once when it is
+    /// [`Consumer::batched`] (one call, no inbox rows), else (or when the batch fails) one by
+    /// one through the inbox.
+    pub async fn deliver(
         &self,
         c: &dyn Consumer,
-        events: &[OutboxEvent],
+        events: &[Arc<Published>],
     ) -> Result<(), StorageError> {
+        let accepted: Vec<&Published> = events
+            .iter()
+            .map(|p| &**p)
+            .filter(|p| c.accepts(&p.event.kind))
+            .collect();
+        if accepted.is_empty() {
+            return Ok(());
+        }
+        let envelopes: Vec<&CloudEvent> = accepted.iter().map(|p| &p.event).collect();
+        let wanted = c.wanted(&envelopes).await;
+        let wanted: Vec<&Published> = accepted
+            .into_iter()
+            .zip(wanted)
+            .filter_map(|(p, w)| w.then_some(p))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
         if c.batched() {
-            let mut accepted: Vec<CloudEvent> = Vec::new();
-            for e in events.iter().filter(|e| c.accepts(&e.kind)) {
-                let event = envelope(e);
-                if c.wants(&event).await {
-                    accepted.push(event);
-                }
-            }
-            if accepted.is_empty() {
-                return Ok(());
-            }
+            let envelopes: Vec<&CloudEvent> = wanted.iter().map(|p| &p.event).collect();
             let name = c.name().to_string();
-            match c.handle_batch(&accepted).await {
+            match c.handle_batch(&envelopes).await {
                 Ok(()) => {
                     metrics::counter!("savdo_consumer_events_total", "consumer" => name, "outcome" => "Applied")
-                        .increment(accepted.len() as u64);
+                        .increment(envelopes.len() as u64);
                     return Ok(());
                 }
                 Err(err) => {
-                    tracing::info!(consumer = %name, events = accepted.len(), error = %err, "batch failed; applying one by one");
+                    tracing::info!(consumer = %name, events = envelopes.len(), error = %err, "batch failed; applying one by one");
                 }
             }
         }
-        for e in events {
-            self.process(c, e).await?;
+        for p in wanted {
+            self.begin_attempt(c, &p.row(), &p.event).await?;
         }
         Ok(())
     }
@@ -265,21 +293,37 @@ impl ConsumerRunner {
     /// events were read.
     pub async fn poll_outbox(&self, c: &dyn Consumer) -> Result<usize, StorageError> {
         let pos = self.store.consumer_position(c.name()).await?;
-        let (n, last) = self.poll_from(c, pos).await?;
+        let (n, last) = self.poll_from(c, pos, None).await?;
         if n > 0 {
             self.save_position(c, last).await?;
         }
         Ok(n)
     }
 
-    /// Deliver what was published after `pos`; returns how many events were read and the
-    /// position after them (`pos` when there were none).
-    async fn poll_from(&self, c: &dyn Consumer, pos: i64) -> Result<(usize, i64), StorageError> {
-        let events = self.store.published_after(pos, 256).await?;
+    /// Deliver what was published after `pos` (from `feed` when it holds what follows `pos`);
+    /// returns how many events were read and the position after them (`pos` when there were
+    /// none).
+    async fn poll_from(
+        &self,
+        c: &dyn Consumer,
+        pos: i64,
+        feed: Option<&Feed>,
+    ) -> Result<(usize, i64), StorageError> {
+        const READ: usize = 256;
+        let mut events = feed.map(|f| f.after(pos, READ)).unwrap_or_default();
+        if events.is_empty() {
+            events = self
+                .store
+                .published_after(pos, READ as u32)
+                .await?
+                .into_iter()
+                .map(|e| Arc::new(Published::new(e)))
+                .collect();
+        }
         let Some(last) = events.last().map(|e| e.seq) else {
             return Ok((0, pos));
         };
-        self.process_all(c, &events).await?;
+        self.deliver(c, &events).await?;
         Ok((events.len(), last))
     }
 
@@ -326,8 +370,8 @@ impl ConsumerRunner {
 
     async fn feed(&self, bus: Bus, c: Arc<dyn Consumer>, mut shutdown: watch::Receiver<bool>) {
         match bus {
-            Bus::InProcess { published } => {
-                self.feed_in_process(&published, c.as_ref(), &mut shutdown)
+            Bus::InProcess { published, feed } => {
+                self.feed_in_process(&published, &feed, c.as_ref(), &mut shutdown)
                     .await
             }
             Bus::Nats(nats) => loop {
@@ -353,6 +397,7 @@ impl ConsumerRunner {
     async fn feed_in_process(
         &self,
         published: &tokio::sync::Notify,
+        feed: &Feed,
         c: &dyn Consumer,
         shutdown: &mut watch::Receiver<bool>,
     ) {
@@ -373,7 +418,7 @@ impl ConsumerRunner {
                         (pos, saved) = (Some(p), Some(p));
                     }
                     if !stopping {
-                        match self.poll_from(c, p).await {
+                        match self.poll_from(c, p, Some(feed)).await {
                             Ok((n, last)) => {
                                 pos = Some(last);
                                 busy = n > 0;
@@ -453,7 +498,7 @@ impl ConsumerRunner {
                         }
                     }
                 }
-                let mut events = Vec::with_capacity(msgs.len());
+                let mut events: Vec<Arc<Published>> = Vec::with_capacity(msgs.len());
                 for msg in &msgs {
                     let ev: CloudEvent = match serde_json::from_slice(&msg.payload) {
                         Ok(ev) => ev,
@@ -465,18 +510,11 @@ impl ConsumerRunner {
                         }
                     };
                     let seq = msg.info().map(|i| i.stream_sequence as i64).unwrap_or(0);
-                    events.push(OutboxEvent {
-                        seq,
-                        id: ev.id,
-                        tenant_id: ev.tenantid,
-                        kind: ev.kind,
-                        data: ev.data,
-                        time: ev.time,
-                    });
+                    events.push(Arc::new(Published { seq, event: ev }));
                 }
                 // Acknowledge only after the inbox recorded the outcome; a storage error leaves
                 // the messages to be redelivered.
-                self.process_all(c, &events).await?;
+                self.deliver(c, &events).await?;
                 for msg in msgs {
                     msg.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
                 }

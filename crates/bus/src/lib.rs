@@ -3,10 +3,11 @@
 //! each event once, whatever the bus redelivers.
 //!
 //! Two buses: in-process (the default: the outbox itself is the durable log consumers read,
-//! woken by the relay) and NATS JetStream (stream `SAVDO_EVENTS`, subject
+//! woken by the relay, which also leaves what it published in a [`feed::Feed`] in memory) and NATS JetStream (stream `SAVDO_EVENTS`, subject
 //! `savdo.<tenant>.<type>`, `Nats-Msg-Id` = event id, durable consumers) for several processes.
 
 pub mod consumer;
+pub mod feed;
 pub mod nats;
 pub mod relay;
 
@@ -17,14 +18,17 @@ use savdo_storage::OutboxEvent;
 use tokio::sync::Notify;
 
 pub use consumer::{Consumer, ConsumerRunner, HandleError, RetryPolicy};
+pub use feed::{Feed, Published};
 pub use nats::NatsBus;
 
 /// Where published events go.
 #[derive(Clone)]
 pub enum Bus {
-    /// Consumers in this process read the published outbox; publishing wakes them.
+    /// Consumers in this process read the published outbox (the recent part from `feed`);
+    /// publishing wakes them.
     InProcess {
         published: Arc<Notify>,
+        feed: Arc<Feed>,
     },
     Nats(Box<NatsBus>),
 }
@@ -33,6 +37,7 @@ impl Bus {
     pub fn in_process() -> Bus {
         Bus::InProcess {
             published: Arc::new(Notify::new()),
+            feed: Arc::new(Feed::default()),
         }
     }
 
@@ -43,7 +48,7 @@ impl Bus {
     /// Publish a batch; returns when every event is accepted (JetStream acks awaited).
     pub async fn publish(&self, events: &[OutboxEvent]) -> Result<(), String> {
         match self {
-            Bus::InProcess { published } => {
+            Bus::InProcess { published, .. } => {
                 published.notify_waiters();
                 Ok(())
             }

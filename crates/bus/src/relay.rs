@@ -32,13 +32,16 @@ pub async fn drain(
     let mut total = 0;
     loop {
         let publish = publisher(bus.clone());
-        let n = store.relay_batch(BATCH, &publish).await?;
+        let relayed = store.relay(BATCH, &publish).await?;
+        let n = relayed.published;
         total += n;
         if n > 0
-            && let Bus::InProcess { published } = bus
+            && let Bus::InProcess { published, feed } = bus
         {
             // In-process consumers read the outbox: wake them again now that the batch is
-            // committed (publishing woke them before its rows were visible).
+            // committed (publishing woke them before its rows were visible), with the batch
+            // in memory for them.
+            feed.push(relayed.numbered);
             published.notify_waiters();
         }
         metrics::counter!("savdo_relay_published_total").increment(n as u64);

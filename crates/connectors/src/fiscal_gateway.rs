@@ -33,6 +33,7 @@
 //! `pending` or `queued` for a while, and stores the answer through [`FiscalConsumer::register`]
 //! and [`FiscalConsumer::store_answer`], the same way.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -642,21 +643,47 @@ impl Consumer for FiscalConsumer {
     /// A receipt the till fiscalized itself, or made on a terminal without a fiscal device,
     /// needs nothing from us: decided before the inbox, so such receipts cost no write.
     async fn wants(&self, event: &CloudEvent) -> bool {
-        let fiscal = &event.data["fiscal"];
-        if fiscalized_by_till((!fiscal.is_null()).then_some(fiscal)) {
-            return false;
+        self.wanted(&[event]).await[0]
+    }
+
+    /// One read of the tills' devices per tenant for all the events.
+    async fn wanted(&self, events: &[&CloudEvent]) -> Vec<bool> {
+        let terminal = |e: &CloudEvent| {
+            let fiscal = &e.data["fiscal"];
+            if fiscalized_by_till((!fiscal.is_null()).then_some(fiscal)) {
+                return Err(false);
+            }
+            match e.data["terminal_id"]
+                .as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+            {
+                Some(t) => Ok(t),
+                // Left to `handle`, which says what is wrong with it.
+                None => Err(true),
+            }
+        };
+        let mut asked: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for e in events {
+            if let Ok(t) = terminal(e) {
+                asked.entry(e.tenantid).or_default().push(t);
+            }
         }
-        let terminal = event.data["terminal_id"]
-            .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok());
-        match terminal {
-            // A read error is left to `handle`, which retries.
-            Some(t) => !matches!(
-                self.store.terminal_fiscal(event.tenantid, t).await,
-                Ok(None)
-            ),
-            None => true,
+        let mut with_device: HashMap<Uuid, Option<HashSet<Uuid>>> = HashMap::new();
+        for (tenant, terminals) in asked {
+            // A read error (`None`) is left to `handle`, which retries.
+            let found = self.store.fiscal_terminals(tenant, &terminals).await.ok();
+            with_device.insert(tenant, found);
         }
+        events
+            .iter()
+            .map(|e| match terminal(e) {
+                Err(w) => w,
+                Ok(t) => with_device
+                    .get(&e.tenantid)
+                    .and_then(Option::as_ref)
+                    .is_none_or(|found| found.contains(&t)),
+            })
+            .collect()
     }
 
     async fn handle(&self, event: &CloudEvent, attempt: u32) -> Result<(), HandleError> {

@@ -19,6 +19,16 @@ pub type PublishFn<'a> = &'a (
             + Sync
     );
 
+/// What one relay step did.
+#[derive(Debug, Default)]
+pub struct Relayed {
+    /// Events handed to the bus.
+    pub published: usize,
+    /// The events this step numbered (usually all of them; on SQLite a relay in another
+    /// process may number some first), `seq` being the publishing sequence, in that order.
+    pub numbered: Vec<OutboxEvent>,
+}
+
 /// A consumer's record of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InboxState {
@@ -50,7 +60,13 @@ pub trait EventStore: Send + Sync {
     /// `FOR UPDATE SKIP LOCKED` and a per-tenant lock, so several relays never publish the
     /// same row), publish them with `publish`, and mark them published with a publishing
     /// sequence. Returns how many were published.
-    async fn relay_batch(&self, limit: u32, publish: PublishFn<'_>) -> Result<usize>;
+    async fn relay_batch(&self, limit: u32, publish: PublishFn<'_>) -> Result<usize> {
+        Ok(self.relay(limit, publish).await?.published)
+    }
+    /// [`EventStore::relay_batch`], also returning the events this call numbered, with their
+    /// publishing sequence as `seq`: the in-process bus hands them to this process's consumers
+    /// from memory instead of each consumer reading them back.
+    async fn relay(&self, limit: u32, publish: PublishFn<'_>) -> Result<Relayed>;
     /// Events published after `pub_seq`, all tenants, in publishing order.
     async fn published_after(&self, pub_seq: i64, limit: u32) -> Result<Vec<OutboxEvent>>;
     /// Highest publishing sequence so far (for lag).

@@ -115,6 +115,12 @@ pub trait FiscalStore: Send + Sync {
         tenant: Uuid,
         terminal_id: Uuid,
     ) -> Result<Option<TerminalFiscal>>;
+    /// Which of these tills have a fiscal device, in one read.
+    async fn fiscal_terminals(
+        &self,
+        tenant: Uuid,
+        terminal_ids: &[Uuid],
+    ) -> Result<std::collections::HashSet<Uuid>>;
     /// Store a receipt's fiscal state; on the first `registered`, emit `receipt.fiscalized`
     /// (the receipt with its fiscal data) in the same transaction. A receipt already
     /// registered is left alone (a late answer cannot downgrade it).

@@ -25,7 +25,7 @@ use uuid::Uuid;
 pub use backend::Dialect;
 pub use backend::postgres::PgStore;
 pub use backend::sqlite::SqliteStore;
-pub use bus::{EventStore, InboxEntry, InboxState, PublishFn};
+pub use bus::{EventStore, InboxEntry, InboxState, PublishFn, Relayed};
 pub use error::{FieldError, Result, StorageError};
 pub use fiscal::FiscalStore;
 pub use integrations::IntegrationStore;

@@ -96,7 +96,7 @@ impl Consumer for Dispatcher {
         true
     }
 
-    async fn handle_batch(&self, events: &[CloudEvent]) -> Result<(), HandleError> {
+    async fn handle_batch(&self, events: &[&CloudEvent]) -> Result<(), HandleError> {
         // Each tenant's subscriptions read once per batch.
         let mut hooks: HashMap<uuid::Uuid, Vec<savdo_storage::webhooks::Webhook>> = HashMap::new();
         for event in events {

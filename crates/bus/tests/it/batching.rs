@@ -63,7 +63,7 @@ impl Consumer for Marker {
         self.applied.lock().unwrap().push(event.id);
         Ok(())
     }
-    async fn handle_batch(&self, events: &[CloudEvent]) -> Result<(), HandleError> {
+    async fn handle_batch(&self, events: &[&CloudEvent]) -> Result<(), HandleError> {
         self.batches.lock().unwrap().push(events.len());
         if events.iter().any(|e| self.poisoned(e)) {
             return Err(HandleError::Retry("a bad event in the batch".into()));

@@ -7,6 +7,7 @@ mod common;
 
 mod batching;
 mod delivery;
+mod feed;
 mod nats;
 mod ordering;
 mod outbox;

@@ -877,14 +877,14 @@ impl Consumer for StockChanges {
     }
 
     async fn handle(&self, event: &CloudEvent, _attempt: u32) -> Result<(), HandleError> {
-        self.mark(std::slice::from_ref(event)).await
+        self.mark(&[event]).await
     }
 
     fn batched(&self) -> bool {
         true
     }
 
-    async fn handle_batch(&self, events: &[CloudEvent]) -> Result<(), HandleError> {
+    async fn handle_batch(&self, events: &[&CloudEvent]) -> Result<(), HandleError> {
         self.mark(events).await
     }
 }
@@ -892,7 +892,7 @@ impl Consumer for StockChanges {
 impl StockChanges {
     /// Mark the items of every event's product due: one read of each tenant's integrations and
     /// one write per (channel, integrations) group, however many events.
-    async fn mark(&self, events: &[CloudEvent]) -> Result<(), HandleError> {
+    async fn mark(&self, events: &[&CloudEvent]) -> Result<(), HandleError> {
         let retry = |e: savdo_storage::StorageError| HandleError::Retry(e.to_string());
         let mut tenants: Vec<Uuid> = events.iter().map(|e| e.tenantid).collect();
         tenants.sort_unstable();

@@ -14,7 +14,7 @@ fn outbox_from_row(r: &DbRow, seq_col: &str) -> Result<OutboxEvent> {
 
 #[async_trait]
 impl crate::bus::EventStore for Backend {
-    async fn relay_batch(&self, limit: u32, publish: crate::bus::PublishFn<'_>) -> Result<usize> {
+    async fn relay(&self, limit: u32, publish: crate::bus::PublishFn<'_>) -> Result<crate::bus::Relayed> {
         self.relay_batch_impl(limit.clamp(1, 10_000) as i64, publish).await
     }
 

@@ -135,6 +135,24 @@ impl FiscalStore for Backend {
         .transpose()
     }
 
+    async fn fiscal_terminals(&self, tenant: Uuid, terminal_ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>> {
+        let mut ids = terminal_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut found = std::collections::HashSet::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT terminal_id FROM terminal_fiscal WHERE tenant_id = ");
+            qb.push_bind(tenant).push(" AND terminal_id IN (");
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            found.extend(qb.build_query_scalar::<Uuid>().fetch_all(&self.read).await?);
+        }
+        Ok(found)
+    }
+
     async fn set_receipt_fiscal(
         &self,
         tenant: Uuid,

@@ -127,7 +127,7 @@ impl PgStore {
         &self,
         limit: i64,
         publish: crate::bus::PublishFn<'_>,
-    ) -> Result<usize> {
+    ) -> Result<crate::bus::Relayed> {
         let mut tx = self.write.begin().await?;
         let tenants: Vec<uuid::Uuid> = sqlx::query_scalar(
             "SELECT tenant_id FROM (SELECT tenant_id, MIN(seq) AS first FROM outbox WHERE pub_seq IS NULL GROUP BY tenant_id) t ORDER BY first LIMIT 64",
@@ -135,7 +135,7 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         if tenants.is_empty() {
-            return Ok(0);
+            return Ok(Default::default());
         }
         // One round trip for all the tenants' locks (evaluated row by row, in order).
         let keys: Vec<i64> = tenants
@@ -152,7 +152,7 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         if mine.is_empty() {
-            return Ok(0);
+            return Ok(Default::default());
         }
         let rows = sqlx::query(
             "SELECT seq, id, tenant_id, type, data, created_at FROM outbox WHERE pub_seq IS NULL AND tenant_id = ANY($1)              ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
@@ -162,9 +162,9 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(Default::default());
         }
-        let events = rows
+        let mut events = rows
             .iter()
             .map(|r| outbox_from_row(r, "seq"))
             .collect::<Result<Vec<_>>>()?;
@@ -192,7 +192,14 @@ impl PgStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(events.len())
+        // `events` and `pub_seqs` are both ascending: the i-th event got the i-th number.
+        for (e, p) in events.iter_mut().zip(pub_seqs) {
+            e.seq = p;
+        }
+        Ok(crate::bus::Relayed {
+            published: events.len(),
+            numbered: events,
+        })
     }
 }
 

@@ -147,19 +147,19 @@ impl SqliteStore {
         &self,
         limit: i64,
         publish: crate::bus::PublishFn<'_>,
-    ) -> Result<usize> {
+    ) -> Result<crate::bus::Relayed> {
         const CHUNK: i64 = 256;
         let _turn = self.relay_turn.lock().await;
         let mut current = self.relay_read(0, limit.min(CHUNK)).await?;
         let mut left = limit - current.len() as i64;
         let mut marking: Vec<crate::model::OutboxEvent> = Vec::new();
-        let mut total = 0;
+        let mut relayed = crate::bus::Relayed::default();
         // Three stages at once: read the next chunk, publish this one, mark the previous one.
         while !current.is_empty() {
             let after = current.last().map_or(0, |e| e.seq);
             let more = left > 0 && current.len() as i64 == CHUNK;
             let (published, marked, next) =
-                tokio::join!(publish(&current), self.relay_mark(&marking), async {
+                tokio::join!(publish(&current), self.relay_mark(&mut marking), async {
                     if more {
                         self.relay_read(after, left.min(CHUNK)).await
                     } else {
@@ -167,21 +167,23 @@ impl SqliteStore {
                     }
                 });
             marked?;
+            relayed.numbered.append(&mut marking);
             published.map_err(crate::StorageError::Publish)?;
-            total += current.len();
+            relayed.published += current.len();
             let next = match next {
                 Ok(next) => next,
                 Err(e) => {
                     // Published: mark it rather than hand it to the bus again next time.
-                    self.relay_mark(&current).await?;
+                    self.relay_mark(&mut current).await?;
                     return Err(e);
                 }
             };
             marking = std::mem::replace(&mut current, next);
             left -= current.len() as i64;
         }
-        self.relay_mark(&marking).await?;
-        Ok(total)
+        self.relay_mark(&mut marking).await?;
+        relayed.numbered.append(&mut marking);
+        Ok(relayed)
     }
 
     /// Up to `limit` unmarked rows after outbox `seq` `after`, in outbox order (the index
@@ -199,24 +201,34 @@ impl SqliteStore {
     }
 
     /// Number and mark a published run of rows (consecutive among the unmarked rows when read:
-    /// every unmarked row between its first and last `seq` is in it).
-    async fn relay_mark(&self, events: &[crate::model::OutboxEvent]) -> Result<()> {
+    /// every unmarked row between its first and last `seq` is in it). Leaves in `events` the
+    /// rows it numbered, their `seq` now the publishing sequence, in that order.
+    async fn relay_mark(&self, events: &mut Vec<crate::model::OutboxEvent>) -> Result<()> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
         let mut tx = self.begin().await?;
-        sqlx::query(
+        let numbered: Vec<(i64, i64)> = sqlx::query_as(
             "UPDATE outbox SET pub_seq = b.base + r.rn, published_at = $3 \
              FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS rn FROM outbox WHERE seq BETWEEN $1 AND $2 AND pub_seq IS NULL) AS r, \
                   (SELECT COALESCE(MAX(pub_seq), 0) AS base FROM outbox) AS b \
-             WHERE outbox.seq = r.seq",
+             WHERE outbox.seq = r.seq RETURNING seq, pub_seq",
         )
         .bind(first.seq)
         .bind(last.seq)
         .bind(super::now_micros())
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
+        let numbered: std::collections::HashMap<i64, i64> = numbered.into_iter().collect();
+        events.retain_mut(|e| match numbered.get(&e.seq) {
+            Some(&p) => {
+                e.seq = p;
+                true
+            }
+            None => false,
+        });
+        events.sort_unstable_by_key(|e| e.seq);
         Ok(())
     }
 }
