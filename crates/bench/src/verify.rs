@@ -94,7 +94,7 @@ pub async fn load(a: LoadArgs) -> anyhow::Result<()> {
 }
 
 macro_rules! checks {
-    ($pool:expr, $event_receipt_id:expr) => {{
+    ($pool:expr, $event_receipt_id:expr, $unpublished:expr) => {{
         let pool = $pool;
         let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM receipts").fetch_all(&pool).await?;
         // Aggregates fetched once and compared here: correlated subqueries over the outbox
@@ -122,7 +122,7 @@ macro_rules! checks {
         .await?;
         let per_receipt: HashMap<String, i64> = per_receipt.into_iter().filter_map(|(k, n)| Some((k?, n))).collect();
         let events = ids.iter().filter(|id| per_receipt.get(&id.to_string()) != Some(&1)).count() as i64;
-        let unpublished: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").fetch_one(&pool).await?;
+        let unpublished: i64 = sqlx::query_scalar($unpublished).fetch_one(&pool).await?;
         // The webhooks consumer takes events without inbox rows (its deliveries are keyed by
         // subscription and event): each receipt event must have become exactly one delivery.
         let unconsumed: i64 = sqlx::query_scalar(
@@ -144,20 +144,30 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
         .collect::<Result<_, _>>()?;
     let until = Instant::now() + Duration::from_secs(a.wait_events);
     let v = loop {
-        let (ids, wrong, stock, events, unpublished, unconsumed) =
-            if a.database_url.starts_with("postgres") {
-                let pool = sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&a.database_url)
-                    .await?;
-                checks!(pool, "data->>'id'")
-            } else {
-                let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect(&a.database_url)
-                    .await?;
-                checks!(pool, "json_extract(data, '$.id')")
-            };
+        let (ids, wrong, stock, events, unpublished, unconsumed) = if a
+            .database_url
+            .starts_with("postgres")
+        {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&a.database_url)
+                .await?;
+            checks!(
+                pool,
+                "data->>'id'",
+                "SELECT COUNT(*) FROM outbox WHERE pub_seq IS NULL"
+            )
+        } else {
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect(&a.database_url)
+                .await?;
+            checks!(
+                pool,
+                "json_extract(data, '$.id')",
+                "SELECT COUNT(*) FROM outbox WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM outbox_pub)"
+            )
+        };
         let stored: HashSet<Uuid> = ids.iter().copied().collect();
         let missing = acked.iter().filter(|id| !stored.contains(id)).count();
         let v = Verdict {

@@ -249,7 +249,9 @@ async fn two_processes_on_one_sqlite_file_number_each_event_once() {
 
     // Every row numbered once: 1..=n in outbox order.
     let numbered: Vec<(i64, Option<i64>)> =
-        sqlx::query_as("SELECT seq, pub_seq FROM outbox ORDER BY seq")
+        sqlx::query_as(
+            "SELECT o.seq, p.pub_seq FROM outbox o LEFT JOIN outbox_pub p ON p.seq = o.seq ORDER BY o.seq",
+        )
             .fetch_all(raw)
             .await
             .unwrap();

@@ -19,9 +19,16 @@ impl crate::bus::EventStore for Backend {
     }
 
     async fn published_after(&self, pub_seq: i64, limit: u32) -> Result<Vec<OutboxEvent>> {
-        let rows = sqlx::query(
-            "SELECT pub_seq, id, tenant_id, type, data, created_at FROM outbox WHERE pub_seq > $1 ORDER BY pub_seq LIMIT $2",
-        )
+        let sql = match DIALECT {
+            Dialect::Sqlite => {
+                "SELECT p.pub_seq, o.id, o.tenant_id, o.type, o.data, o.created_at FROM outbox_pub p \
+                 JOIN outbox o ON o.seq = p.seq WHERE p.pub_seq > $1 ORDER BY p.pub_seq LIMIT $2"
+            }
+            Dialect::Postgres => {
+                "SELECT pub_seq, id, tenant_id, type, data, created_at FROM outbox WHERE pub_seq > $1 ORDER BY pub_seq LIMIT $2"
+            }
+        };
+        let rows = sqlx::query(sql)
         .bind(pub_seq)
         .bind(limit.clamp(1, 10_000) as i64)
         .fetch_all(&self.read)
@@ -30,12 +37,20 @@ impl crate::bus::EventStore for Backend {
     }
 
     async fn last_pub_seq(&self) -> Result<i64> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(pub_seq) FROM outbox").fetch_one(&self.read).await?;
+        let sql = match DIALECT {
+            Dialect::Sqlite => "SELECT MAX(pub_seq) FROM outbox_pub",
+            Dialect::Postgres => "SELECT MAX(pub_seq) FROM outbox",
+        };
+        let v: Option<i64> = sqlx::query_scalar(sql).fetch_one(&self.read).await?;
         Ok(v.unwrap_or(0))
     }
 
     async fn outbox_backlog(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE pub_seq IS NULL").fetch_one(&self.read).await?)
+        let sql = match DIALECT {
+            Dialect::Sqlite => "SELECT COUNT(*) FROM outbox WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM outbox_pub)",
+            Dialect::Postgres => "SELECT COUNT(*) FROM outbox WHERE pub_seq IS NULL",
+        };
+        Ok(sqlx::query_scalar(sql).fetch_one(&self.read).await?)
     }
 
     async fn consumer_position(&self, consumer: &str) -> Result<i64> {

@@ -76,6 +76,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "reconcile",
         include_str!("../../migrations/postgres/0014_reconcile.sql"),
     ),
+    (
+        15,
+        "outbox_unused_index",
+        include_str!("../../migrations/postgres/0015_outbox_unused_index.sql"),
+    ),
 ];
 
 #[derive(Clone)]

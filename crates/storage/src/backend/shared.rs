@@ -1610,7 +1610,12 @@ impl Storage for Backend {
     // ----- events -----
 
     async fn events(&self, tenant: Uuid, after: i64, types: &[String], limit: u32) -> Result<Vec<OutboxEvent>> {
-        let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT pub_seq, id, tenant_id, type, data, created_at FROM outbox WHERE tenant_id = ");
+        // On SQLite the publishing numbers are in `outbox_pub` (see `relay_batch_impl`).
+        let select = match DIALECT {
+            Dialect::Sqlite => "SELECT p.pub_seq, o.id, o.tenant_id, o.type, o.data, o.created_at FROM outbox_pub p JOIN outbox o ON o.seq = p.seq WHERE p.tenant_id = ",
+            Dialect::Postgres => "SELECT pub_seq, id, tenant_id, type, data, created_at FROM outbox WHERE tenant_id = ",
+        };
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new(select);
         qb.push_bind(tenant).push(" AND pub_seq > ").push_bind(after);
         if !types.is_empty() {
             qb.push(" AND type IN (");

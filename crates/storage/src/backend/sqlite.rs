@@ -77,6 +77,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "reconcile",
         include_str!("../../migrations/sqlite/0014_reconcile.sql"),
     ),
+    (
+        15,
+        "outbox_pub",
+        include_str!("../../migrations/sqlite/0015_outbox_pub.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -141,6 +146,12 @@ impl SqliteStore {
     /// publishing sequence inside the write transaction: each row gets one sequence, dense and
     /// in outbox order. `publish` sees the events with their outbox `seq`.
     ///
+    /// Numbers live in `outbox_pub` (a row is published when it has one there), so marking
+    /// writes a few narrow rows instead of rewriting each event's row. Rows commit in `seq`
+    /// order and every relay marks its chunks in that order, each chunk after the one before
+    /// it, so the published rows are always a prefix of the outbox: the unpublished ones are
+    /// those after the highest `seq` in `outbox_pub`.
+    ///
     /// A large batch goes out in chunks, pipelined: the next chunk is read and the previous one
     /// marked while one is being published.
     async fn relay_batch_impl(
@@ -186,12 +197,13 @@ impl SqliteStore {
         Ok(relayed)
     }
 
-    /// Up to `limit` unmarked rows after outbox `seq` `after`, in outbox order (the index
-    /// `outbox_pub_seq` holds them in rowid = seq order: no sort). Every unmarked row between the
-    /// first and the last returned is among them, since rows commit in `seq` order here.
+    /// Up to `limit` unmarked rows after outbox `seq` `after`, in outbox order (a range of the
+    /// primary key: no sort). Every unmarked row between the first and the last returned is
+    /// among them, since rows commit in `seq` order here.
     async fn relay_read(&self, after: i64, limit: i64) -> Result<Vec<crate::model::OutboxEvent>> {
         let rows = sqlx::query(
-            "SELECT seq, id, tenant_id, type, data, created_at FROM outbox WHERE pub_seq IS NULL AND seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, id, tenant_id, type, data, created_at FROM outbox \
+             WHERE seq > MAX($1, (SELECT COALESCE(MAX(seq), 0) FROM outbox_pub)) ORDER BY seq LIMIT $2",
         )
         .bind(after)
         .bind(limit)
@@ -209,10 +221,10 @@ impl SqliteStore {
         };
         let mut tx = self.begin().await?;
         let numbered: Vec<(i64, i64)> = sqlx::query_as(
-            "UPDATE outbox SET pub_seq = b.base + r.rn, published_at = $3 \
-             FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY seq) AS rn FROM outbox WHERE seq BETWEEN $1 AND $2 AND pub_seq IS NULL) AS r, \
-                  (SELECT COALESCE(MAX(pub_seq), 0) AS base FROM outbox) AS b \
-             WHERE outbox.seq = r.seq RETURNING seq, pub_seq",
+            "INSERT INTO outbox_pub (pub_seq, seq, tenant_id, published_at) \
+             SELECT (SELECT COALESCE(MAX(pub_seq), 0) FROM outbox_pub) + ROW_NUMBER() OVER (ORDER BY seq), seq, tenant_id, $3 \
+             FROM outbox WHERE seq BETWEEN $1 AND $2 AND seq > (SELECT COALESCE(MAX(seq), 0) FROM outbox_pub) \
+             ORDER BY seq RETURNING seq, pub_seq",
         )
         .bind(first.seq)
         .bind(last.seq)
