@@ -141,13 +141,7 @@ impl FiscalStore for Backend {
         ids.dedup();
         let mut found = std::collections::HashSet::new();
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT terminal_id FROM terminal_fiscal WHERE tenant_id = ");
-            qb.push_bind(tenant).push(" AND terminal_id IN (");
-            let mut sep = qb.separated(", ");
-            for id in chunk {
-                sep.push_bind(*id);
-            }
-            qb.push(")");
+            let mut qb = tenant_rows_by("SELECT terminal_id FROM terminal_fiscal", tenant, "terminal_id", chunk);
             found.extend(qb.build_query_scalar::<Uuid>().fetch_all(&self.read).await?);
         }
         Ok(found)

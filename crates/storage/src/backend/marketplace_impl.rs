@@ -692,13 +692,8 @@ impl MarketplaceStore for Backend {
     async fn product_prices(&self, tenant: Uuid, products: &[Uuid]) -> Result<HashMap<Uuid, i64>> {
         let mut out = HashMap::new();
         for chunk in products.chunks(MP_CHUNK) {
-            let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT id, price FROM products WHERE NOT deleted AND tenant_id = ");
-            qb.push_bind(tenant).push(" AND id IN (");
-            let mut sep = qb.separated(", ");
-            for p in chunk {
-                sep.push_bind(*p);
-            }
-            qb.push(")");
+            let mut qb = tenant_rows_by_id("SELECT id, price FROM products", tenant, chunk);
+            qb.push(" AND NOT deleted");
             for r in qb.build().fetch_all(&self.read).await? {
                 out.insert(r.try_get::<Uuid, _>("id")?, r.try_get::<i64, _>("price")?);
             }

@@ -411,8 +411,14 @@ fn first_negative_line(lines: &[(Uuid, i64)], after: &BTreeMap<Uuid, StockLevel>
 
 /// `{select} WHERE tenant_id = … AND id IN (…)`: a tenant's rows among `ids` (one chunk).
 fn tenant_rows_by_id(select: &str, tenant: Uuid, ids: &[Uuid]) -> QueryBuilder<Db> {
+    tenant_rows_by(select, tenant, "id", ids)
+}
+
+/// `select` for one tenant's rows whose `column` is one of `ids`; the caller may push more
+/// conditions.
+fn tenant_rows_by(select: &str, tenant: Uuid, column: &str, ids: &[Uuid]) -> QueryBuilder<Db> {
     let mut qb: QueryBuilder<Db> = QueryBuilder::new(format!("{select} WHERE tenant_id = "));
-    qb.push_bind(tenant).push(" AND id IN (");
+    qb.push_bind(tenant).push(format!(" AND {column} IN ("));
     let mut sep = qb.separated(", ");
     for id in ids {
         sep.push_bind(*id);
