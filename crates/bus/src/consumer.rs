@@ -243,11 +243,12 @@ impl ConsumerRunner {
             return Ok(());
         }
         let envelopes: Vec<&CloudEvent> = accepted.iter().map(|p| &p.event).collect();
-        let wanted = c.wanted(&envelopes).await;
+        let answers = c.wanted(&envelopes).await;
+        // An answer missing from a short list counts as wanted: never drop an event unasked.
         let wanted: Vec<&Published> = accepted
             .into_iter()
-            .zip(wanted)
-            .filter_map(|(p, w)| w.then_some(p))
+            .enumerate()
+            .filter_map(|(i, p)| answers.get(i).copied().unwrap_or(true).then_some(p))
             .collect();
         if wanted.is_empty() {
             return Ok(());

@@ -22,6 +22,8 @@ struct Marker {
     poison: Option<String>,
     batches: Mutex<Vec<usize>>,
     applied: Mutex<Vec<Uuid>>,
+    /// Answers `wanted` with an empty list (a buggy override).
+    no_answers: bool,
 }
 
 impl Marker {
@@ -32,6 +34,7 @@ impl Marker {
             poison: poison.map(str::to_owned),
             batches: Mutex::new(Vec::new()),
             applied: Mutex::new(Vec::new()),
+            no_answers: false,
         })
     }
 
@@ -55,6 +58,16 @@ impl Consumer for Marker {
         !event.data["sku"]
             .as_str()
             .is_some_and(|s| s.starts_with("SKIP"))
+    }
+    async fn wanted(&self, events: &[&CloudEvent]) -> Vec<bool> {
+        if self.no_answers {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for e in events {
+            out.push(self.wants(e).await);
+        }
+        out
     }
     async fn handle(&self, event: &CloudEvent, _attempt: u32) -> Result<(), HandleError> {
         if self.poisoned(event) {
@@ -90,8 +103,26 @@ async fn product_events(db: &Db) -> Vec<Uuid> {
 backend_tests!(
     a_batched_consumer_takes_a_read_at_once_without_inbox_rows,
     a_failed_batch_is_applied_one_by_one_through_the_inbox,
-    an_unwanted_event_costs_no_inbox_row
+    an_unwanted_event_costs_no_inbox_row,
+    an_event_left_unanswered_is_delivered
 );
+
+async fn an_event_left_unanswered_is_delivered(db: &Db) {
+    let store = db.store.clone();
+    let shop = shop(&store, "Silent shop").await;
+    products(&store, &shop, "SKIP", 5).await;
+    relay::drain(&store, &Bus::in_process()).await.unwrap();
+    let runner = ConsumerRunner::new(store.clone(), Arc::new(SystemClock));
+    let mut marker = Marker::new(false, None);
+    Arc::get_mut(&mut marker).unwrap().no_answers = true;
+    while runner.poll_outbox(marker.as_ref()).await.unwrap() > 0 {}
+
+    let mut applied = marker.applied.lock().unwrap().clone();
+    let mut want = product_events(db).await;
+    applied.sort();
+    want.sort();
+    assert_eq!(applied, want, "no answer is not a no");
+}
 
 async fn a_batched_consumer_takes_a_read_at_once_without_inbox_rows(db: &Db) {
     let store = db.store.clone();
@@ -213,6 +244,7 @@ async fn nats_batched_consumer_gets_every_event_without_inbox_rows() {
         poison: None,
         batches: Mutex::new(Vec::new()),
         applied: Mutex::new(Vec::new()),
+        no_answers: false,
     });
     let bus = Bus::Nats(Box::new(nats.clone()));
     let runner = ConsumerRunner::new(store.clone(), Arc::new(SystemClock));
