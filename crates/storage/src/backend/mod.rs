@@ -5,6 +5,7 @@
 //! few places that differ check `DIALECT`. One text, two type-checked implementations, and one
 //! behaviour suite that runs on both.
 
+mod checkpoint;
 pub mod group_commit;
 pub mod postgres;
 pub mod sqlite;

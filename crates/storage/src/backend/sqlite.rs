@@ -93,6 +93,8 @@ pub struct SqliteStore {
     group: super::group_commit::Slot,
     /// Relays of this store take turns (`relay_batch_impl`).
     relay_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Keeps the checkpoint task running (`checkpoint`).
+    _checkpoints: std::sync::Arc<super::checkpoint::Alive>,
 }
 
 impl SqliteStore {
@@ -110,11 +112,14 @@ impl SqliteStore {
             .pragma("cache_size", "-32000");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(opts.clone())
+            .connect_with(opts.clone().pragma(
+                "wal_autocheckpoint",
+                super::checkpoint::WRITER_THRESHOLD_PAGES.to_string(),
+            ))
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(opts.read_only(false))
+            .connect_with(opts.clone().read_only(false))
             .await?;
         Ok(SqliteStore {
             write,
@@ -122,6 +127,7 @@ impl SqliteStore {
             outbox_notify: Default::default(),
             group: super::group_commit::Slot::from_env(super::group_commit::GroupCommit::ON)?,
             relay_turn: Default::default(),
+            _checkpoints: super::checkpoint::start(opts),
         })
     }
 
