@@ -263,16 +263,8 @@ impl Env {
             .create_product(
                 &self.actor,
                 &ProductFields {
-                    sku: sku.into(),
-                    name: format!("Product {sku}"),
                     barcodes: barcodes.to_vec(),
-                    price: 1_500_000,
-                    vat_percent: 12,
-                    mxik: None,
-                    package_code: None,
-                    unit: 1,
-                    marked: false,
-                    active: true,
+                    ..savdo_testkit::product_fields(sku, &format!("Product {sku}"), 1_500_000)
                 },
             )
             .await

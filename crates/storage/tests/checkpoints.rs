@@ -21,17 +21,9 @@ async fn the_log_is_checkpointed_in_the_background() {
 
     // About 4 MiB of products: far below the writer's own threshold (about 40 MiB of log).
     let items: Vec<ProductFields> = (0..4_000)
-        .map(|i| ProductFields {
-            sku: format!("SKU-{i}"),
-            name: format!("Product {i} {}", "x".repeat(900)),
-            barcodes: Vec::new(),
-            price: 1_000,
-            vat_percent: 12,
-            mxik: None,
-            package_code: None,
-            unit: 1,
-            marked: false,
-            active: true,
+        .map(|i| {
+            let name = format!("Product {i} {}", "x".repeat(900));
+            savdo_testkit::product_fields(&format!("SKU-{i}"), &name, 1_000)
         })
         .collect();
     for chunk in items.chunks(500) {

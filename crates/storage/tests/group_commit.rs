@@ -12,8 +12,8 @@ use savdo_domain::Qty;
 use savdo_domain::receipt::{PaymentMethod, ReceiptType};
 use savdo_storage::backend::group_commit::{GroupCommit, GroupCommitStats};
 use savdo_storage::{
-    Actor, NewStockDoc, PaymentInput, PgStore, ProductFields, ReceiptInput, ReceiptLineInput,
-    ReceiptOutcome, SqliteStore, StockDocKind, StockDocLine, Storage, StorageError,
+    Actor, NewStockDoc, PaymentInput, PgStore, ReceiptInput, ReceiptLineInput, ReceiptOutcome,
+    SqliteStore, StockDocKind, StockDocLine, Storage, StorageError,
 };
 use savdo_testkit::{PG_ENV, PgDb};
 use serde_json::{Value, json};
@@ -288,18 +288,7 @@ async fn shop(store: &Arc<dyn Storage>, name: &str, n: usize, stock: i64) -> Sho
         let p = store
             .create_product(
                 &actor,
-                &ProductFields {
-                    sku: format!("SKU-{i}"),
-                    name: format!("Product {i}"),
-                    barcodes: Vec::new(),
-                    price: PRICE,
-                    vat_percent: 12,
-                    mxik: None,
-                    package_code: None,
-                    unit: 1,
-                    marked: false,
-                    active: true,
-                },
+                &savdo_testkit::product_fields(&format!("SKU-{i}"), &format!("Product {i}"), PRICE),
             )
             .await
             .expect("product");

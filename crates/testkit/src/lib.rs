@@ -15,6 +15,22 @@ use uuid::Uuid;
 #[cfg(feature = "marketplace")]
 pub mod marketplace;
 
+/// A product as tests make them: no barcodes, VAT 12 %, sold by the piece, not marked, active.
+pub fn product_fields(sku: &str, name: &str, price: i64) -> savdo_storage::ProductFields {
+    savdo_storage::ProductFields {
+        sku: sku.into(),
+        name: name.into(),
+        barcodes: Vec::new(),
+        price,
+        vat_percent: 12,
+        mxik: None,
+        package_code: None,
+        unit: 1,
+        marked: false,
+        active: true,
+    }
+}
+
 /// The variable naming the PostgreSQL server the tests may create databases on.
 pub const PG_ENV: &str = "SAVDO_TEST_DATABASE_URL";
 

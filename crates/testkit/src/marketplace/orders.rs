@@ -326,16 +326,8 @@ impl World {
 
 pub fn product(sku: &str, name: &str, barcode: &str, price: i64) -> ProductFields {
     ProductFields {
-        sku: sku.into(),
-        name: name.into(),
         barcodes: vec![barcode.into()],
-        price,
-        vat_percent: 12,
-        mxik: None,
-        package_code: None,
-        unit: 1,
-        marked: false,
-        active: true,
+        ..crate::product_fields(sku, name, price)
     }
 }
 

@@ -167,18 +167,7 @@ pub async fn shop(store: &Arc<dyn Storage>, name: &str) -> Shop {
 }
 
 pub fn product(sku: &str, price: i64) -> ProductFields {
-    ProductFields {
-        sku: sku.to_string(),
-        name: format!("Product {sku}"),
-        barcodes: Vec::new(),
-        price,
-        vat_percent: 12,
-        mxik: None,
-        package_code: None,
-        unit: 1,
-        marked: false,
-        active: true,
-    }
+    savdo_testkit::product_fields(sku, &format!("Product {sku}"), price)
 }
 
 /// A cash sale of `units` of one product at `price`, paid with `paid`.
