@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use savdo_storage::{Actor, InvoiceFilter, ProductFields, Storage};
+use savdo_storage::{Actor, InvoiceFilter, Storage};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -50,21 +50,7 @@ async fn setup(dir: &Path) -> (Uuid, std::sync::Arc<dyn Storage>) {
         .expect("store");
     for (sku, price) in [("MILK-1", 1_250_000), ("BREAD-1", 400_000)] {
         store
-            .create_product(
-                &actor,
-                &ProductFields {
-                    sku: sku.into(),
-                    name: sku.into(),
-                    barcodes: Vec::new(),
-                    price,
-                    vat_percent: 12,
-                    mxik: None,
-                    package_code: None,
-                    unit: 1,
-                    marked: false,
-                    active: true,
-                },
-            )
+            .create_product(&actor, &savdo_testkit::product_fields(sku, sku, price))
             .await
             .expect("product");
     }

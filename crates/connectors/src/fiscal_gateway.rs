@@ -643,7 +643,7 @@ impl Consumer for FiscalConsumer {
     /// A receipt the till fiscalized itself, or made on a terminal without a fiscal device,
     /// needs nothing from us: decided before the inbox, so such receipts cost no write.
     async fn wants(&self, event: &CloudEvent) -> bool {
-        self.wanted(&[event]).await[0]
+        self.wanted(&[event]).await.first().copied().unwrap_or(true)
     }
 
     /// One read of the tills' devices per tenant for all the events.
