@@ -155,7 +155,8 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
             checks!(
                 pool,
                 "data->>'id'",
-                "SELECT COUNT(*) FROM outbox WHERE pub_seq IS NULL"
+                "SELECT COUNT(*) FROM outbox o, outbox_relay r WHERE o.txid >= r.floor \
+                 AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq)"
             )
         } else {
             let pool = sqlx::sqlite::SqlitePoolOptions::new()

@@ -56,10 +56,10 @@ pub struct InboxEntry {
 
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Claim up to `limit` unpublished events (per tenant in order; on PostgreSQL with
-    /// `FOR UPDATE SKIP LOCKED` and a per-tenant lock, so several relays never publish the
-    /// same row), publish them with `publish`, and mark them published with a publishing
-    /// sequence. Returns how many were published.
+    /// Claim up to `limit` unpublished events (per tenant in order; on PostgreSQL under a
+    /// per-tenant lock, so several relays never publish the same row), publish them with
+    /// `publish`, and mark them published with a publishing sequence (in `outbox_pub`).
+    /// Returns how many were published.
     async fn relay_batch(&self, limit: u32, publish: PublishFn<'_>) -> Result<usize> {
         Ok(self.relay(limit, publish).await?.published)
     }

@@ -19,15 +19,8 @@ impl crate::bus::EventStore for Backend {
     }
 
     async fn published_after(&self, pub_seq: i64, limit: u32) -> Result<Vec<OutboxEvent>> {
-        let sql = match DIALECT {
-            Dialect::Sqlite => {
-                "SELECT p.pub_seq, o.id, o.tenant_id, o.type, o.data, o.created_at FROM outbox_pub p \
-                 JOIN outbox o ON o.seq = p.seq WHERE p.pub_seq > $1 ORDER BY p.pub_seq LIMIT $2"
-            }
-            Dialect::Postgres => {
-                "SELECT pub_seq, id, tenant_id, type, data, created_at FROM outbox WHERE pub_seq > $1 ORDER BY pub_seq LIMIT $2"
-            }
-        };
+        let sql = "SELECT p.pub_seq, o.id, o.tenant_id, o.type, o.data, o.created_at FROM outbox_pub p \
+                   JOIN outbox o ON o.seq = p.seq WHERE p.pub_seq > $1 ORDER BY p.pub_seq LIMIT $2";
         let rows = sqlx::query(sql)
         .bind(pub_seq)
         .bind(limit.clamp(1, 10_000) as i64)
@@ -37,18 +30,18 @@ impl crate::bus::EventStore for Backend {
     }
 
     async fn last_pub_seq(&self) -> Result<i64> {
-        let sql = match DIALECT {
-            Dialect::Sqlite => "SELECT MAX(pub_seq) FROM outbox_pub",
-            Dialect::Postgres => "SELECT MAX(pub_seq) FROM outbox",
-        };
-        let v: Option<i64> = sqlx::query_scalar(sql).fetch_one(&self.read).await?;
+        let v: Option<i64> = sqlx::query_scalar("SELECT MAX(pub_seq) FROM outbox_pub").fetch_one(&self.read).await?;
         Ok(v.unwrap_or(0))
     }
 
     async fn outbox_backlog(&self) -> Result<i64> {
         let sql = match DIALECT {
             Dialect::Sqlite => "SELECT COUNT(*) FROM outbox WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM outbox_pub)",
-            Dialect::Postgres => "SELECT COUNT(*) FROM outbox WHERE pub_seq IS NULL",
+            // Rows commit out of `seq` order: see `relay_batch_impl` in postgres.rs.
+            Dialect::Postgres => {
+                "SELECT COUNT(*) FROM outbox o, outbox_relay r WHERE o.txid >= r.floor \
+                 AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq)"
+            }
         };
         Ok(sqlx::query_scalar(sql).fetch_one(&self.read).await?)
     }

@@ -81,6 +81,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox_unused_index",
         include_str!("../../migrations/postgres/0015_outbox_unused_index.sql"),
     ),
+    (
+        16,
+        "outbox_pub",
+        include_str!("../../migrations/postgres/0016_outbox_pub.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -118,9 +123,14 @@ impl PgStore {
     }
 
     /// Several relays may run: each takes a transaction-scoped advisory lock per tenant, so a
-    /// tenant's events go through one relay at a time and in order, and claims its rows with
-    /// `FOR UPDATE SKIP LOCKED`. Publishing happens inside the transaction; if the process dies
-    /// before commit the rows are published again (the bus deduplicates by event id).
+    /// tenant's events go through one relay at a time and in order. Publishing happens inside
+    /// the transaction; if the process dies before commit the rows are published again (the
+    /// bus deduplicates by event id).
+    ///
+    /// A row is published when it has a number in `outbox_pub`; the outbox rows themselves are
+    /// never locked or rewritten. Rows commit out of `seq` order here, so the unpublished ones
+    /// are found among the rows written by transactions not older than `outbox_relay.floor`
+    /// (see `advance_floor`).
     ///
     /// The publishing sequence is taken only after the bus accepted the batch, under one
     /// transaction-scoped lock shared by all relays and held until commit: publishing
@@ -134,33 +144,26 @@ impl PgStore {
         publish: crate::bus::PublishFn<'_>,
     ) -> Result<crate::bus::Relayed> {
         let mut tx = self.write.begin().await?;
-        let tenants: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT tenant_id FROM (SELECT tenant_id, MIN(seq) AS first FROM outbox WHERE pub_seq IS NULL GROUP BY tenant_id) t ORDER BY first LIMIT 64",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        if tenants.is_empty() {
-            return Ok(Default::default());
-        }
-        // One round trip for all the tenants' locks (evaluated row by row, in order).
-        let keys: Vec<i64> = tenants
-            .iter()
-            .map(|t| {
-                i64::from_be_bytes(t.as_bytes()[8..16].try_into().unwrap_or_default()) % 2147483647
-            })
-            .collect();
+        // The tenants with the oldest waiting events, and a turn for each that no other relay
+        // holds (the lock is tried row by row after the limit).
         let mine: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT t FROM unnest($1::uuid[], $2::bigint[]) AS u(t, k) WHERE pg_try_advisory_xact_lock(7300, k::int)",
+            "SELECT tenant_id FROM (SELECT o.tenant_id, MIN(o.seq) AS first FROM outbox o, outbox_relay r \
+             WHERE o.txid >= r.floor AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq) \
+             GROUP BY o.tenant_id ORDER BY first LIMIT 64) t \
+             WHERE pg_try_advisory_xact_lock(7300, hashtext(tenant_id::text))",
         )
-        .bind(&tenants)
-        .bind(&keys)
         .fetch_all(&mut *tx)
         .await?;
         if mine.is_empty() {
             return Ok(Default::default());
         }
+        // A statement of its own: its snapshot is taken after the locks, so it sees every
+        // number committed by the relay that held a tenant before.
         let rows = sqlx::query(
-            "SELECT seq, id, tenant_id, type, data, created_at FROM outbox WHERE pub_seq IS NULL AND tenant_id = ANY($1)              ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED",
+            "SELECT o.seq, o.id, o.tenant_id, o.type, o.data, o.created_at FROM outbox o, outbox_relay r \
+             WHERE o.txid >= r.floor AND o.tenant_id = ANY($1) \
+             AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq) \
+             ORDER BY o.seq LIMIT $2",
         )
         .bind(&mine)
         .bind(limit)
@@ -179,23 +182,22 @@ impl PgStore {
         sqlx::query("SELECT pg_advisory_xact_lock(7301, 0)")
             .execute(&mut *tx)
             .await?;
-        // All the batch's publishing sequences in one round trip (the lock above keeps them
-        // from interleaving with another relay's), and one UPDATE.
+        // Under the lock the last number is the previous holder's, committed: the batch's
+        // numbers follow it densely, in outbox order.
         let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-        let mut pub_seqs: Vec<i64> =
-            sqlx::query_scalar("SELECT nextval('outbox_pub_seq_gen') FROM generate_series(1, $1)")
-                .bind(seqs.len() as i64)
-                .fetch_all(&mut *tx)
-                .await?;
-        pub_seqs.sort_unstable();
-        sqlx::query(
-            "UPDATE outbox SET pub_seq = u.p, published_at = $3 FROM unnest($1::bigint[], $2::bigint[]) AS u(s, p) WHERE outbox.seq = u.s",
+        let tenants: Vec<uuid::Uuid> = events.iter().map(|e| e.tenant_id).collect();
+        let mut pub_seqs: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO outbox_pub (pub_seq, seq, tenant_id, published_at) \
+             SELECT (SELECT COALESCE(MAX(pub_seq), 0) FROM outbox_pub) + ROW_NUMBER() OVER (ORDER BY u.s), u.s, u.t, $3 \
+             FROM unnest($1::bigint[], $2::uuid[]) AS u(s, t) RETURNING pub_seq",
         )
         .bind(&seqs)
-        .bind(&pub_seqs)
+        .bind(&tenants)
         .bind(super::now_micros())
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
+        pub_seqs.sort_unstable();
+        advance_floor(&mut tx).await?;
         tx.commit().await?;
         // `events` and `pub_seqs` are both ascending: the i-th event got the i-th number.
         for (e, p) in events.iter_mut().zip(pub_seqs) {
@@ -206,6 +208,22 @@ impl PgStore {
             numbered: events,
         })
     }
+}
+
+/// Raise the relay's floor to the oldest transaction still running, if every row written by
+/// the transactions below it is numbered. Those transactions have all finished, so the
+/// statement's snapshot sees each of their rows; a row numbered by another relay that has not
+/// committed yet only keeps the floor where it is until a later round. Runs under the
+/// numbering lock, so relays take turns at it.
+async fn advance_floor(tx: &mut sqlx::Transaction<'static, Db>) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox_relay r SET floor = s.x FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) s \
+         WHERE s.x > r.floor AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.txid >= r.floor AND o.txid < s.x \
+         AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq))",
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 type Backend = PgStore;

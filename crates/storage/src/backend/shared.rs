@@ -1616,22 +1616,21 @@ impl Storage for Backend {
     // ----- events -----
 
     async fn events(&self, tenant: Uuid, after: i64, types: &[String], limit: u32) -> Result<Vec<OutboxEvent>> {
-        // On SQLite the publishing numbers are in `outbox_pub` (see `relay_batch_impl`).
-        let select = match DIALECT {
-            Dialect::Sqlite => "SELECT p.pub_seq, o.id, o.tenant_id, o.type, o.data, o.created_at FROM outbox_pub p JOIN outbox o ON o.seq = p.seq WHERE p.tenant_id = ",
-            Dialect::Postgres => "SELECT pub_seq, id, tenant_id, type, data, created_at FROM outbox WHERE tenant_id = ",
-        };
-        let mut qb: QueryBuilder<Db> = QueryBuilder::new(select);
-        qb.push_bind(tenant).push(" AND pub_seq > ").push_bind(after);
+        // The publishing numbers are in `outbox_pub` (see `relay_batch_impl`).
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new(
+            "SELECT p.pub_seq, o.id, o.tenant_id, o.type, o.data, o.created_at FROM outbox_pub p \
+             JOIN outbox o ON o.seq = p.seq WHERE p.tenant_id = ",
+        );
+        qb.push_bind(tenant).push(" AND p.pub_seq > ").push_bind(after);
         if !types.is_empty() {
-            qb.push(" AND type IN (");
+            qb.push(" AND o.type IN (");
             let mut sep = qb.separated(", ");
             for t in types {
                 sep.push_bind(t.clone());
             }
             qb.push(")");
         }
-        qb.push(" ORDER BY pub_seq LIMIT ").push_bind(page_limit(limit));
+        qb.push(" ORDER BY p.pub_seq LIMIT ").push_bind(page_limit(limit));
         let rows = qb.build().fetch_all(&self.read).await?;
         rows.iter()
             .map(|r| {

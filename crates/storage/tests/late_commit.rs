@@ -1,0 +1,99 @@
+//! On PostgreSQL outbox rows commit out of `seq` order: a transaction that took its number
+//! first may commit long after later ones were published. The relay still publishes its event,
+//! once, however far the others have gone.
+
+use std::time::Duration;
+
+use savdo_testkit::{Backend, FreshDb};
+
+fn accept(
+    _: &[savdo_storage::OutboxEvent],
+) -> futures_core::future::BoxFuture<'_, Result<(), String>> {
+    Box::pin(async { Ok(()) })
+}
+
+async fn insert(tx: &mut sqlx::PgConnection, tenant: uuid::Uuid) -> uuid::Uuid {
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO outbox (id, tenant_id, type, data, created_at) VALUES ($1, $2, 'stock.changed', '{}', 0)",
+    )
+    .bind(id)
+    .bind(tenant)
+    .execute(tx)
+    .await
+    .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn an_event_committed_after_later_ones_were_published_is_published_once() {
+    let Some(db) = FreshDb::new(Backend::Postgres, "outbox_late_commit").await else {
+        return;
+    };
+    let store = db.store().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let tenant = uuid::Uuid::now_v7();
+
+    // The slow transaction takes the first outbox number and stays open.
+    let mut slow = pool.begin().await.unwrap();
+    let late = insert(&mut slow, tenant).await;
+    let mut published = Vec::new();
+    for _ in 0..3 {
+        let mut c = pool.acquire().await.unwrap();
+        let id = insert(&mut c, tenant).await;
+        drop(c);
+        let r = store.relay(100, &accept).await.unwrap();
+        assert_eq!(
+            r.numbered.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![id],
+            "each committed event is published in its round"
+        );
+        published.push(id);
+    }
+    assert_eq!(
+        store.outbox_backlog().await.unwrap(),
+        0,
+        "the open one is not visible yet"
+    );
+
+    // A transaction whose first write is its event, committed before the slow one.
+    let mut other = pool.begin().await.unwrap();
+    let second = insert(&mut other, tenant).await;
+    other.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    slow.commit().await.unwrap();
+
+    let r = store.relay(100, &accept).await.unwrap();
+    let mut got: Vec<uuid::Uuid> = r.numbered.iter().map(|e| e.id).collect();
+    got.sort();
+    let mut want = vec![late, second];
+    want.sort();
+    assert_eq!(got, want, "the late event and the one after it");
+    assert_eq!(store.relay(100, &accept).await.unwrap().published, 0);
+    assert_eq!(store.outbox_backlog().await.unwrap(), 0);
+
+    let all: Vec<uuid::Uuid> = store
+        .published_after(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(all.len(), 5, "every event numbered once: {all:?}");
+    let unique: std::collections::HashSet<_> = all.iter().collect();
+    assert_eq!(unique.len(), 5);
+    let floor_moved: bool = sqlx::query_scalar("SELECT floor > '0'::xid8 FROM outbox_relay")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(
+        floor_moved,
+        "the relay's floor rose once nothing older was open"
+    );
+    pool.close().await;
+    db.drop_db().await;
+}
