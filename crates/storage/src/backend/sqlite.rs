@@ -82,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox_pub",
         include_str!("../../migrations/sqlite/0015_outbox_pub.sql"),
     ),
+    (
+        16,
+        "outbox_tenant_index",
+        include_str!("../../migrations/sqlite/0016_outbox_tenant_index.sql"),
+    ),
 ];
 
 #[derive(Clone)]
