@@ -20,8 +20,10 @@ use tokio::task::JoinHandle;
 
 use crate::{Bus, Feed, Published, envelope};
 
-/// How often a busy in-process consumer saves its position (an idle one saves at once).
+/// How often at most an in-process consumer saves its position (and when it stops).
 pub const SAVE_POSITION_EVERY: Duration = Duration::from_secs(1);
+/// How often an idle in-process consumer looks at the outbox (and saves a position not saved).
+const IDLE_TICK: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -294,25 +296,26 @@ impl ConsumerRunner {
     /// events were read.
     pub async fn poll_outbox(&self, c: &dyn Consumer) -> Result<usize, StorageError> {
         let pos = self.store.consumer_position(c.name()).await?;
-        let (n, last) = self.poll_from(c, pos, None).await?;
+        let (n, last) = self.poll_from(c, pos, None, true).await?;
         if n > 0 {
             self.save_position(c, last).await?;
         }
         Ok(n)
     }
 
-    /// Deliver what was published after `pos` (from `feed` when it holds what follows `pos`);
-    /// returns how many events were read and the position after them (`pos` when there were
-    /// none).
+    /// Deliver what was published after `pos` (from `feed` when it holds what follows `pos`,
+    /// else from the outbox if `read_outbox`); returns how many events were read and the
+    /// position after them (`pos` when there were none).
     async fn poll_from(
         &self,
         c: &dyn Consumer,
         pos: i64,
         feed: Option<&Feed>,
+        read_outbox: bool,
     ) -> Result<(usize, i64), StorageError> {
         const READ: usize = 256;
         let mut events = feed.map(|f| f.after(pos, READ)).unwrap_or_default();
-        if events.is_empty() {
+        if events.is_empty() && read_outbox {
             events = self
                 .store
                 .published_after(pos, READ as u32)
@@ -391,10 +394,15 @@ impl ConsumerRunner {
     }
 
     /// The in-process feed holds its position in memory: it reads the saved one once and saves
-    /// it at once when it has caught up, but at most every [`SAVE_POSITION_EVERY`] while events
-    /// keep coming, so a busy consumer does not queue a write per read on the (single SQLite)
-    /// writer. The saved position is where a restart begins: events after it are delivered
-    /// again, which consumers absorb by event id (inbox, or idempotent effects).
+    /// it at most every [`SAVE_POSITION_EVERY`] (and when stopping), so that consumers do not
+    /// add a commit each per relay round to the tills' (on SQLite, to the one writer). The
+    /// saved position is where a restart begins: events after it are delivered again, which
+    /// consumers absorb by event id (inbox, or idempotent effects).
+    ///
+    /// Woken by this process's relay, a consumer reads the feed; it reads the outbox when the
+    /// feed cannot serve it (it is behind the feed, or the feed has a gap where another
+    /// process's relay numbered events) and on the idle tick, which also finds events numbered
+    /// elsewhere while the feed is quiet.
     async fn feed_in_process(
         &self,
         published: &tokio::sync::Notify,
@@ -404,7 +412,8 @@ impl ConsumerRunner {
     ) {
         let mut pos: Option<i64> = None;
         let mut saved: Option<i64> = None;
-        let mut saved_at = tokio::time::Instant::now();
+        let mut saved_at: Option<tokio::time::Instant> = None;
+        let mut tick = true;
         loop {
             let stopping = *shutdown.borrow();
             let woken = published.notified();
@@ -418,8 +427,9 @@ impl ConsumerRunner {
                     if pos.is_none() {
                         (pos, saved) = (Some(p), Some(p));
                     }
+                    let read_outbox = tick || feed.last().is_some_and(|last| last > p);
                     if !stopping {
-                        match self.poll_from(c, p, Some(feed)).await {
+                        match self.poll_from(c, p, Some(feed), read_outbox).await {
                             Ok((n, last)) => {
                                 pos = Some(last);
                                 busy = n > 0;
@@ -434,7 +444,7 @@ impl ConsumerRunner {
                     tracing::warn!(consumer = c.name(), error = %e, "consumer could not read its position")
                 }
             }
-            let due = !busy || stopping || saved_at.elapsed() >= SAVE_POSITION_EVERY;
+            let due = stopping || saved_at.is_none_or(|t| t.elapsed() >= SAVE_POSITION_EVERY);
             if let Some(p) = pos
                 && due
                 && saved != Some(p)
@@ -442,7 +452,7 @@ impl ConsumerRunner {
                 match self.save_position(c, p).await {
                     Ok(()) => {
                         saved = Some(p);
-                        saved_at = tokio::time::Instant::now();
+                        saved_at = Some(tokio::time::Instant::now());
                     }
                     Err(e) => {
                         tracing::warn!(consumer = c.name(), error = %e, "consumer could not save its position")
@@ -455,11 +465,11 @@ impl ConsumerRunner {
             if busy {
                 continue;
             }
-            tokio::select! {
-                _ = woken => {}
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                _ = shutdown.changed() => {}
-            }
+            tick = tokio::select! {
+                _ = woken => false,
+                _ = tokio::time::sleep(IDLE_TICK) => true,
+                _ = shutdown.changed() => false,
+            };
         }
     }
 

@@ -82,6 +82,11 @@ impl Feed {
             .collect()
     }
 
+    /// The last publishing sequence held, if any.
+    pub fn last(&self) -> Option<i64> {
+        self.lock().back().map(|e| e.seq)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Published>>> {
         // Nothing can be left half-done under this lock: a panic elsewhere does not matter.
         self.events.lock().unwrap_or_else(|p| p.into_inner())
@@ -117,6 +122,8 @@ mod tests {
         assert!(feed.after(3, 100).is_empty());
         assert!(feed.after(9, 100).is_empty());
         assert!(feed.after(20, 100).is_empty());
+        assert_eq!(feed.last(), Some(9));
+        assert_eq!(Feed::default().last(), None);
     }
 
     #[test]
