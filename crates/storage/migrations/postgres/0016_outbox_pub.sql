@@ -3,10 +3,11 @@
 -- tills commit beside it. Outbox rows do not commit in `seq` order here, so each row records
 -- the transaction that wrote it: every transaction older than the oldest one still running has
 -- finished, and once all of their rows are numbered the relay raises `outbox_relay.floor` past
--- them and never looks at them again.
-ALTER TABLE outbox ADD COLUMN txid xid8;
-UPDATE outbox SET txid = pg_current_xact_id() WHERE pub_seq IS NULL;
-ALTER TABLE outbox ALTER COLUMN txid SET DEFAULT pg_current_xact_id();
+-- them and never looks at them again. (A transaction id as a plain number: it is compared with
+-- bound values, which the planner can then see.)
+ALTER TABLE outbox ADD COLUMN txid BIGINT;
+UPDATE outbox SET txid = pg_current_xact_id()::text::bigint WHERE pub_seq IS NULL;
+ALTER TABLE outbox ALTER COLUMN txid SET DEFAULT pg_current_xact_id()::text::bigint;
 CREATE INDEX outbox_txid ON outbox(txid);
 
 CREATE TABLE outbox_pub (
@@ -21,9 +22,9 @@ INSERT INTO outbox_pub (pub_seq, seq, tenant_id, published_at)
 
 CREATE TABLE outbox_relay (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
-    floor xid8 NOT NULL
+    floor BIGINT NOT NULL
 );
-INSERT INTO outbox_relay (id, floor) VALUES (1, '0');
+INSERT INTO outbox_relay (id, floor) VALUES (1, 0);
 
 -- Events are read by tenant through `outbox_pub` now; nothing reads the outbox by tenant.
 DROP INDEX IF EXISTS outbox_pub_seq;

@@ -35,15 +35,28 @@ impl crate::bus::EventStore for Backend {
     }
 
     async fn outbox_backlog(&self) -> Result<i64> {
-        let sql = match DIALECT {
-            Dialect::Sqlite => "SELECT COUNT(*) FROM outbox WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM outbox_pub)",
-            // Rows commit out of `seq` order: see `relay_batch_impl` in postgres.rs.
+        match DIALECT {
+            Dialect::Sqlite => Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM outbox WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM outbox_pub)",
+            )
+            .fetch_one(&self.read)
+            .await?),
+            // Rows commit out of `seq` order: see `relay_batch_impl` in postgres.rs. The floor
+            // is bound so that the count is planned for its value.
             Dialect::Postgres => {
-                "SELECT COUNT(*) FROM outbox o, outbox_relay r WHERE o.txid >= r.floor \
-                 AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq)"
+                let floor: i64 = sqlx::query_scalar("SELECT floor FROM outbox_relay")
+                    .fetch_one(&self.read)
+                    .await?;
+                Ok(sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM outbox o WHERE o.txid >= $1 \
+                     AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq)",
+                )
+                .bind(floor)
+                .persistent(false)
+                .fetch_one(&self.read)
+                .await?)
             }
-        };
-        Ok(sqlx::query_scalar(sql).fetch_one(&self.read).await?)
+        }
     }
 
     async fn consumer_position(&self, consumer: &str) -> Result<i64> {

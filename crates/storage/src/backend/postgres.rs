@@ -93,6 +93,9 @@ pub struct PgStore {
     write: sqlx::Pool<Db>,
     read: sqlx::Pool<Db>,
     outbox_notify: std::sync::Arc<tokio::sync::Notify>,
+    /// The relay's floor as this process last saw it (0: not read yet). Another relay may have
+    /// raised it further; a lower floor only makes the relay look at more rows.
+    relay_floor: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// Group commit for receipts (`SAVDO_GROUP_COMMIT`).
     group: super::group_commit::Slot,
 }
@@ -108,6 +111,7 @@ impl PgStore {
             write: pool.clone(),
             read: pool,
             outbox_notify: Default::default(),
+            relay_floor: Default::default(),
             group: super::group_commit::Slot::from_env(super::group_commit::GroupCommit::ON)?,
         })
     }
@@ -143,15 +147,20 @@ impl PgStore {
         limit: i64,
         publish: crate::bus::PublishFn<'_>,
     ) -> Result<crate::bus::Relayed> {
+        let floor = self.relay_floor().await?;
         let mut tx = self.write.begin().await?;
         // The tenants with the oldest waiting events, and a turn for each that no other relay
-        // holds (the lock is tried row by row after the limit).
+        // holds (the lock is tried row by row after the limit). The floor is bound, and these
+        // statements are planned for its value each time (not persistent): planned for any
+        // floor, they would read the whole outbox.
         let mine: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT tenant_id FROM (SELECT o.tenant_id, MIN(o.seq) AS first FROM outbox o, outbox_relay r \
-             WHERE o.txid >= r.floor AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq) \
+            "SELECT tenant_id FROM (SELECT o.tenant_id, MIN(o.seq) AS first FROM outbox o \
+             WHERE o.txid >= $1 AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq) \
              GROUP BY o.tenant_id ORDER BY first LIMIT 64) t \
              WHERE pg_try_advisory_xact_lock(7300, hashtext(tenant_id::text))",
         )
+        .bind(floor)
+        .persistent(false)
         .fetch_all(&mut *tx)
         .await?;
         if mine.is_empty() {
@@ -160,13 +169,15 @@ impl PgStore {
         // A statement of its own: its snapshot is taken after the locks, so it sees every
         // number committed by the relay that held a tenant before.
         let rows = sqlx::query(
-            "SELECT o.seq, o.id, o.tenant_id, o.type, o.data, o.created_at FROM outbox o, outbox_relay r \
-             WHERE o.txid >= r.floor AND o.tenant_id = ANY($1) \
+            "SELECT o.seq, o.id, o.tenant_id, o.type, o.data, o.created_at FROM outbox o \
+             WHERE o.txid >= $3 AND o.tenant_id = ANY($1) \
              AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq) \
              ORDER BY o.seq LIMIT $2",
         )
         .bind(&mine)
         .bind(limit)
+        .bind(floor)
+        .persistent(false)
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
@@ -197,8 +208,12 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         pub_seqs.sort_unstable();
-        advance_floor(&mut tx).await?;
+        let raised = advance_floor(&mut tx, floor).await?;
         tx.commit().await?;
+        if let Some(f) = raised {
+            self.relay_floor
+                .fetch_max(f, std::sync::atomic::Ordering::Relaxed);
+        }
         // `events` and `pub_seqs` are both ascending: the i-th event got the i-th number.
         for (e, p) in events.iter_mut().zip(pub_seqs) {
             e.seq = p;
@@ -210,20 +225,37 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    async fn relay_floor(&self) -> Result<i64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let known = self.relay_floor.load(Relaxed);
+        if known > 0 {
+            return Ok(known);
+        }
+        let floor: i64 = sqlx::query_scalar("SELECT floor FROM outbox_relay")
+            .fetch_one(&self.write)
+            .await?;
+        self.relay_floor.fetch_max(floor, Relaxed);
+        Ok(floor)
+    }
+}
+
 /// Raise the relay's floor to the oldest transaction still running, if every row written by
-/// the transactions below it is numbered. Those transactions have all finished, so the
-/// statement's snapshot sees each of their rows; a row numbered by another relay that has not
-/// committed yet only keeps the floor where it is until a later round. Runs under the
-/// numbering lock, so relays take turns at it.
-async fn advance_floor(tx: &mut sqlx::Transaction<'static, Db>) -> Result<()> {
-    sqlx::query(
-        "UPDATE outbox_relay r SET floor = s.x FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS x) s \
-         WHERE s.x > r.floor AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.txid >= r.floor AND o.txid < s.x \
-         AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq))",
+/// the transactions below it (from `floor` on) is numbered; returns the new floor. Those
+/// transactions have all finished, so the statement's snapshot sees each of their rows; a row
+/// numbered by another relay that has not committed yet only keeps the floor where it is
+/// until a later round. Runs under the numbering lock, so relays take turns at it.
+async fn advance_floor(tx: &mut sqlx::Transaction<'static, Db>, floor: i64) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE outbox_relay r SET floor = s.x \
+         FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS x) s \
+         WHERE s.x > r.floor AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.txid >= $1 AND o.txid < s.x \
+         AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq)) RETURNING r.floor",
     )
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .bind(floor)
+    .persistent(false)
+    .fetch_optional(&mut **tx)
+    .await?)
 }
 
 type Backend = PgStore;
