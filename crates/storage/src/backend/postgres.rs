@@ -92,10 +92,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 pub struct PgStore {
     write: sqlx::Pool<Db>,
     read: sqlx::Pool<Db>,
+    /// The relay's connections (see `connect`).
+    relay: sqlx::Pool<Db>,
     outbox_notify: std::sync::Arc<tokio::sync::Notify>,
     /// The relay's floor as this process last saw it (0: not read yet). Another relay may have
     /// raised it further; a lower floor only makes the relay look at more rows.
     relay_floor: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// When this process last tried to raise the floor (see `FLOOR_EVERY`).
+    floor_tried: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// Group commit for receipts (`SAVDO_GROUP_COMMIT`).
     group: super::group_commit::Slot,
 }
@@ -107,11 +111,20 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
+        // The relay's statements stay prepared but are planned for each floor they are given:
+        // planned once for any floor, they would read the whole outbox.
+        let relay_options: sqlx::postgres::PgConnectOptions = url.parse()?;
+        let relay = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(relay_options.options([("plan_cache_mode", "force_custom_plan")]));
         Ok(PgStore {
             write: pool.clone(),
             read: pool,
+            relay,
             outbox_notify: Default::default(),
             relay_floor: Default::default(),
+            floor_tried: Default::default(),
             group: super::group_commit::Slot::from_env(super::group_commit::GroupCommit::ON)?,
         })
     }
@@ -148,11 +161,10 @@ impl PgStore {
         publish: crate::bus::PublishFn<'_>,
     ) -> Result<crate::bus::Relayed> {
         let floor = self.relay_floor().await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.relay.begin().await?;
         // The tenants with the oldest waiting events, and a turn for each that no other relay
-        // holds (the lock is tried row by row after the limit). The floor is bound, and these
-        // statements are planned for its value each time (not persistent): planned for any
-        // floor, they would read the whole outbox.
+        // holds (the lock is tried row by row after the limit). The floor is bound, and the
+        // relay's connections plan each statement for the value it is given.
         let mine: Vec<uuid::Uuid> = sqlx::query_scalar(
             "SELECT tenant_id FROM (SELECT o.tenant_id, MIN(o.seq) AS first FROM outbox o \
              WHERE o.txid >= $1 AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq) \
@@ -160,7 +172,6 @@ impl PgStore {
              WHERE pg_try_advisory_xact_lock(7300, hashtext(tenant_id::text))",
         )
         .bind(floor)
-        .persistent(false)
         .fetch_all(&mut *tx)
         .await?;
         if mine.is_empty() {
@@ -177,7 +188,6 @@ impl PgStore {
         .bind(&mine)
         .bind(limit)
         .bind(floor)
-        .persistent(false)
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
@@ -208,7 +218,11 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         pub_seqs.sort_unstable();
-        let raised = advance_floor(&mut tx, floor).await?;
+        let raised = if self.floor_due() {
+            advance_floor(&mut tx, floor).await?
+        } else {
+            None
+        };
         tx.commit().await?;
         if let Some(f) = raised {
             self.relay_floor
@@ -225,7 +239,21 @@ impl PgStore {
     }
 }
 
+/// How often at most a relay tries to raise the floor: the statement costs about as much as the
+/// rest of a round, and a floor a few rounds behind only means a few more rows to look at.
+const FLOOR_EVERY: Duration = Duration::from_millis(100);
+
 impl PgStore {
+    fn floor_due(&self) -> bool {
+        let mut tried = self.floor_tried.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if tried.is_some_and(|t| now.duration_since(t) < FLOOR_EVERY) {
+            return false;
+        }
+        *tried = Some(now);
+        true
+    }
+
     async fn relay_floor(&self) -> Result<i64> {
         use std::sync::atomic::Ordering::Relaxed;
         let known = self.relay_floor.load(Relaxed);
@@ -233,7 +261,7 @@ impl PgStore {
             return Ok(known);
         }
         let floor: i64 = sqlx::query_scalar("SELECT floor FROM outbox_relay")
-            .fetch_one(&self.write)
+            .fetch_one(&self.relay)
             .await?;
         self.relay_floor.fetch_max(floor, Relaxed);
         Ok(floor)
@@ -253,7 +281,6 @@ async fn advance_floor(tx: &mut sqlx::Transaction<'static, Db>, floor: i64) -> R
          AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq)) RETURNING r.floor",
     )
     .bind(floor)
-    .persistent(false)
     .fetch_optional(&mut **tx)
     .await?)
 }
