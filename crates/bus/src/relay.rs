@@ -33,7 +33,7 @@ pub async fn drain(
     loop {
         let publish = publisher(bus.clone());
         let relayed = store.relay(BATCH, &publish).await?;
-        let n = relayed.published;
+        let (n, more) = (relayed.published, relayed.more);
         total += n;
         if n > 0
             && let Bus::InProcess { published, feed } = bus
@@ -45,7 +45,9 @@ pub async fn drain(
             published.notify_waiters();
         }
         metrics::counter!("savdo_relay_published_total").increment(n as u64);
-        if n == 0 {
+        // A step that was not stopped by its limit took everything committed before it; what
+        // commits later wakes the relay again (`run` listens from before this drain).
+        if n == 0 || !more {
             return Ok(total);
         }
     }

@@ -27,6 +27,9 @@ pub struct Relayed {
     /// The events this step numbered (usually all of them; on SQLite a relay in another
     /// process may number some first), `seq` being the publishing sequence, in that order.
     pub numbered: Vec<OutboxEvent>,
+    /// Rows committed before this step may still be waiting (it stopped at its limit). When
+    /// false, another step would find only what was committed since.
+    pub more: bool,
 }
 
 /// A consumer's record of one event.

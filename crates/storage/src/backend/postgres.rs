@@ -165,17 +165,27 @@ impl PgStore {
         // The tenants with the oldest waiting events, and a turn for each that no other relay
         // holds (the lock is tried row by row after the limit). The floor is bound, and the
         // relay's connections plan each statement for the value it is given.
-        let mine: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT tenant_id FROM (SELECT o.tenant_id, MIN(o.seq) AS first FROM outbox o \
+        const TENANTS: usize = 64;
+        let candidates: Vec<(uuid::Uuid, bool)> = sqlx::query_as(
+            "SELECT tenant_id, pg_try_advisory_xact_lock(7300, hashtext(tenant_id::text)) FROM \
+             (SELECT o.tenant_id, MIN(o.seq) AS first FROM outbox o \
              WHERE o.txid >= $1 AND NOT EXISTS (SELECT 1 FROM outbox_pub p WHERE p.seq = o.seq) \
-             GROUP BY o.tenant_id ORDER BY first LIMIT 64) t \
-             WHERE pg_try_advisory_xact_lock(7300, hashtext(tenant_id::text))",
+             GROUP BY o.tenant_id ORDER BY first LIMIT 64) t",
         )
         .bind(floor)
         .fetch_all(&mut *tx)
         .await?;
+        // Tenants past the limit wait for another step; those another relay holds are its.
+        let more_tenants = candidates.len() >= TENANTS;
+        let mine: Vec<uuid::Uuid> = candidates
+            .into_iter()
+            .filter_map(|(t, locked)| locked.then_some(t))
+            .collect();
         if mine.is_empty() {
-            return Ok(Default::default());
+            return Ok(crate::bus::Relayed {
+                more: more_tenants,
+                ..Default::default()
+            });
         }
         // A statement of its own: its snapshot is taken after the locks, so it sees every
         // number committed by the relay that held a tenant before.
@@ -191,8 +201,12 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
-            return Ok(Default::default());
+            return Ok(crate::bus::Relayed {
+                more: more_tenants,
+                ..Default::default()
+            });
         }
+        let more = more_tenants || rows.len() as i64 >= limit;
         let mut events = rows
             .iter()
             .map(|r| outbox_from_row(r, "seq"))
@@ -235,6 +249,7 @@ impl PgStore {
         Ok(crate::bus::Relayed {
             published: events.len(),
             numbered: events,
+            more,
         })
     }
 }

@@ -205,6 +205,8 @@ impl SqliteStore {
         }
         self.relay_mark(&mut marking).await?;
         relayed.numbered.append(&mut marking);
+        // Stopped by the limit rather than by a short read: more may be waiting.
+        relayed.more = relayed.published as i64 >= limit;
         Ok(relayed)
     }
 
