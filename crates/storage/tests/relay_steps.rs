@@ -12,27 +12,25 @@ fn accept(
 const INSERT: &str = "INSERT INTO outbox (id, tenant_id, type, data, created_at) VALUES ($1, $2, 'stock.changed', '{}', 0)";
 
 async fn insert_events(url: &str, tenant: uuid::Uuid, n: usize) {
-    for _ in 0..n {
-        let id = uuid::Uuid::now_v7();
-        if url.starts_with("postgres") {
-            let pool = sqlx::PgPool::connect(url).await.unwrap();
-            sqlx::query(INSERT)
-                .bind(id)
-                .bind(tenant)
-                .execute(&pool)
-                .await
-                .unwrap();
+    macro_rules! insert {
+        ($pool:ty) => {{
+            let pool = <$pool>::connect(url).await.unwrap();
+            for _ in 0..n {
+                let id = uuid::Uuid::now_v7();
+                sqlx::query(INSERT)
+                    .bind(id)
+                    .bind(tenant)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
             pool.close().await;
-        } else {
-            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-            sqlx::query(INSERT)
-                .bind(id)
-                .bind(tenant)
-                .execute(&pool)
-                .await
-                .unwrap();
-            pool.close().await;
-        }
+        }};
+    }
+    if url.starts_with("postgres") {
+        insert!(sqlx::PgPool)
+    } else {
+        insert!(sqlx::SqlitePool)
     }
 }
 
