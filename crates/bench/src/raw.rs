@@ -339,7 +339,8 @@ raw_backend!(run_sqlite_task, sqlx::Sqlite, sqlite_begin);
 raw_backend!(run_pg_task, sqlx::Postgres, pg_begin);
 
 /// Open a pool like the server's: SQLite with its pragmas and one writer connection,
-/// PostgreSQL with up to 16 connections.
+/// PostgreSQL with up to 16 connections; neither pings a connection it hands out (the server
+/// pings only PostgreSQL connections idle for a second, which a run at full speed never has).
 pub async fn run(
     url: &str,
     fx: Arc<Fixture>,
@@ -352,6 +353,7 @@ pub async fn run(
     let mut handles = Vec::new();
     if url.starts_with("postgres") {
         let pool = sqlx::postgres::PgPoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
@@ -379,6 +381,7 @@ pub async fn run(
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-32000");
         let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(opts)

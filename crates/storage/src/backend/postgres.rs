@@ -106,7 +106,7 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &str) -> Result<Self> {
-        let pool = PgPoolOptions::new()
+        let pool = pool_options()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
@@ -114,7 +114,7 @@ impl PgStore {
         // The relay's statements stay prepared but are planned for each floor they are given:
         // planned once for any floor, they would read the whole outbox.
         let relay_options: sqlx::postgres::PgConnectOptions = url.parse()?;
-        let relay = PgPoolOptions::new()
+        let relay = pool_options()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(relay_options.options([("plan_cache_mode", "force_custom_plan")]));
@@ -298,6 +298,27 @@ async fn advance_floor(tx: &mut sqlx::Transaction<'static, Db>, floor: i64) -> R
     .bind(floor)
     .fetch_optional(&mut **tx)
     .await?)
+}
+
+/// How long a pooled connection may sit idle and still be used without a ping first.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// sqlx pings every connection it takes from the pool: a round trip before every transaction
+/// and every read. Here only a connection idle for [`PING_IDLE_AFTER`] is pinged (the server or
+/// the network may have dropped it meanwhile); one in steady use goes straight to its statement.
+/// The price: a connection that died within that second fails the one statement that finds
+/// out (after a server restart under load: at most one request per pooled connection).
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IDLE_AFTER {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 type Backend = PgStore;

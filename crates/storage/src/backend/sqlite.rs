@@ -115,7 +115,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-32000");
+        // No ping when a connection is taken from a pool (sqlx's default): the connection is in
+        // this process, and a ping is only a round trip to its thread before every statement.
         let write = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .connect_with(opts.clone().pragma(
                 "wal_autocheckpoint",
@@ -123,6 +126,7 @@ impl SqliteStore {
             ))
             .await?;
         let read = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(4)
             .connect_with(opts.clone().read_only(false))
             .await?;
