@@ -12,6 +12,16 @@ fn accept(
     Box::pin(async { Ok(()) })
 }
 
+/// A publish callback (the closure's signature spelled out for the borrow of the events).
+fn publisher<F>(f: F) -> F
+where
+    F: for<'b> Fn(
+        &'b [savdo_storage::OutboxEvent],
+    ) -> futures_core::future::BoxFuture<'b, Result<(), String>>,
+{
+    f
+}
+
 async fn insert(tx: &mut sqlx::PgConnection, tenant: uuid::Uuid) -> uuid::Uuid {
     let id = uuid::Uuid::now_v7();
     sqlx::query(
@@ -105,6 +115,84 @@ async fn an_event_committed_after_later_ones_were_published_is_published_once() 
         floor > late_txid,
         "the relay's floor ({floor}) rose past the finished transactions ({late_txid})"
     );
+    pool.close().await;
+    db.drop_db().await;
+}
+
+/// Under steady load some transaction commits its events while every round publishes. The
+/// floor still rises: to the oldest row not numbered yet, when that is below the oldest running
+/// transaction (it used to wait for no such row at all, and stayed where it was for as long as
+/// the load lasted, every round reading a longer stretch of the outbox).
+#[tokio::test]
+async fn the_floor_rises_while_events_commit_during_every_round() {
+    let Some(db) = FreshDb::new(Backend::Postgres, "outbox_floor_load").await else {
+        return;
+    };
+    let store = db.store().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let tenant = uuid::Uuid::now_v7();
+    let txid_of = |id: uuid::Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT txid FROM outbox WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+
+    let mut c = pool.acquire().await.unwrap();
+    let mut previous = insert(&mut c, tenant).await;
+    drop(c);
+    let mut published = vec![previous];
+    for round in 0..3 {
+        // Each round's publishing is when the next event commits (a batch landing meanwhile).
+        let committed_meanwhile = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (p, seen) = (pool.clone(), committed_meanwhile.clone());
+        let publish = publisher(move |_| {
+            let (pool, seen) = (p.clone(), seen.clone());
+            Box::pin(async move {
+                let mut c = pool.acquire().await.unwrap();
+                let id = insert(&mut c, tenant).await;
+                *seen.lock().unwrap() = Some(id);
+                Ok(())
+            })
+        });
+        // The floor is tried at most every 100 ms.
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let r = store.relay(100, &publish).await.unwrap();
+        assert_eq!(
+            r.numbered.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![previous],
+            "round {round} published the event committed before it"
+        );
+        let meanwhile = committed_meanwhile.lock().unwrap().expect("published once");
+        let floor: i64 = sqlx::query_scalar("SELECT floor FROM outbox_relay")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let (done, waiting) = (txid_of(previous).await, txid_of(meanwhile).await);
+        assert!(
+            floor > done && floor <= waiting,
+            "round {round}: the floor ({floor}) is past the numbered event ({done}) and not past the waiting one ({waiting})"
+        );
+        previous = meanwhile;
+        published.push(meanwhile);
+    }
+    assert_eq!(store.relay(100, &accept).await.unwrap().published, 1);
+    let all: Vec<uuid::Uuid> = store
+        .published_after(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(all, published, "each event numbered once, in order");
     pool.close().await;
     db.drop_db().await;
 }
