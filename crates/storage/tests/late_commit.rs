@@ -35,17 +35,40 @@ async fn insert(tx: &mut sqlx::PgConnection, tenant: uuid::Uuid) -> uuid::Uuid {
     id
 }
 
-#[tokio::test]
-async fn an_event_committed_after_later_ones_were_published_is_published_once() {
-    let Some(db) = FreshDb::new(Backend::Postgres, "outbox_late_commit").await else {
-        return;
-    };
+/// A fresh PostgreSQL database, its store, and a pool of its own for the test's transactions.
+async fn fresh(
+    prefix: &str,
+) -> Option<(
+    FreshDb,
+    std::sync::Arc<dyn savdo_storage::Storage>,
+    sqlx::PgPool,
+)> {
+    let db = FreshDb::new(Backend::Postgres, prefix).await?;
     let store = db.store().await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
         .connect(&db.url)
         .await
         .unwrap();
+    Some((db, store, pool))
+}
+
+/// The ids of every published event, in publishing order.
+async fn published_ids(store: &std::sync::Arc<dyn savdo_storage::Storage>) -> Vec<uuid::Uuid> {
+    store
+        .published_after(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_event_committed_after_later_ones_were_published_is_published_once() {
+    let Some((db, store, pool)) = fresh("outbox_late_commit").await else {
+        return;
+    };
     let tenant = uuid::Uuid::now_v7();
 
     // The slow transaction takes the first outbox number and stays open.
@@ -86,13 +109,7 @@ async fn an_event_committed_after_later_ones_were_published_is_published_once() 
     assert_eq!(store.relay(100, &accept).await.unwrap().published, 0);
     assert_eq!(store.outbox_backlog().await.unwrap(), 0);
 
-    let all: Vec<uuid::Uuid> = store
-        .published_after(0, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let all = published_ids(&store).await;
     assert_eq!(all.len(), 5, "every event numbered once: {all:?}");
     let unique: std::collections::HashSet<_> = all.iter().collect();
     assert_eq!(unique.len(), 5);
@@ -125,15 +142,9 @@ async fn an_event_committed_after_later_ones_were_published_is_published_once() 
 /// the load lasted, every round reading a longer stretch of the outbox).
 #[tokio::test]
 async fn the_floor_rises_while_events_commit_during_every_round() {
-    let Some(db) = FreshDb::new(Backend::Postgres, "outbox_floor_load").await else {
+    let Some((db, store, pool)) = fresh("outbox_floor_load").await else {
         return;
     };
-    let store = db.store().await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&db.url)
-        .await
-        .unwrap();
     let tenant = uuid::Uuid::now_v7();
     let txid_of = |id: uuid::Uuid| {
         let pool = pool.clone();
@@ -185,13 +196,7 @@ async fn the_floor_rises_while_events_commit_during_every_round() {
         published.push(meanwhile);
     }
     assert_eq!(store.relay(100, &accept).await.unwrap().published, 1);
-    let all: Vec<uuid::Uuid> = store
-        .published_after(0, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let all = published_ids(&store).await;
     assert_eq!(all, published, "each event numbered once, in order");
     pool.close().await;
     db.drop_db().await;
