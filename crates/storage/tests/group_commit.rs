@@ -990,3 +990,94 @@ async fn stored_receipts_in_a_batch_are_replays(kind: Kind) {
     assert_eq!(levels[&p[0]], 96_000);
     assert_eq!(levels[&p[1]], 96_000);
 }
+
+fn accept(
+    _: &[savdo_storage::OutboxEvent],
+) -> futures_core::future::BoxFuture<'_, Result<(), String>> {
+    Box::pin(async { Ok(()) })
+}
+
+/// Ids of the events published so far, in publishing order, with their publishing sequence.
+async fn published(store: &Arc<dyn Storage>) -> Vec<(i64, Uuid)> {
+    store
+        .published_after(0, 10_000)
+        .await
+        .expect("published")
+        .into_iter()
+        .map(|e| (e.seq, e.id))
+        .collect()
+}
+
+/// SQLite: the relay's numbering does not take the writer for a transaction of its own; it
+/// waits in the receipt queue and is written in the writer's next transaction, beside the
+/// receipts queued with it, and answered after that commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_relay_numbering_rides_in_the_receipt_writer() {
+    let db = Db::open(Kind::Sqlite, GroupCommit::ON).await;
+    let shop = shop(&db.store, "Relay", 2, 100).await;
+    let setup = db.store.outbox_backlog().await.expect("backlog");
+    assert!(setup > 0, "the setup wrote events");
+
+    let before = db.stats();
+    let lock = db.lock(shop.store_id).await;
+    let head = submit(
+        &db,
+        &shop.actor,
+        &sale(&shop, &[(shop.products[0], 1)]),
+        "h",
+    );
+    until("the first receipt is in the writer", || {
+        let s = db.stats();
+        s.batches == before.batches + 1 && s.queued == 0
+    })
+    .await;
+    // The relay reads and publishes what is committed; its numbering waits for the writer,
+    // which waits for the lock.
+    let store = db.store.clone();
+    let relay = tokio::spawn(async move { store.relay(1024, &accept).await });
+    let queued: Vec<(Actor, ReceiptInput, String)> = (0..3)
+        .map(|_| {
+            let r = sale(&shop, &[(shop.products[1], 1)]);
+            (shop.actor.clone(), r, "h".to_owned())
+        })
+        .collect();
+    let answers = submit_in_order(&db, queued).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!relay.is_finished(), "numbering waits for the writer");
+    assert_eq!(db.stats().numberings, before.numberings);
+    lock.release().await;
+
+    created(&head.await.expect("task"));
+    for a in answers {
+        created(&a.await.expect("task"));
+    }
+    let relayed = relay.await.expect("task").expect("relay");
+    assert_eq!(relayed.published as i64, setup);
+    let s = db.stats();
+    assert_eq!(s.numberings, before.numberings + 1, "{s:?}");
+    assert_eq!(
+        s.batches,
+        before.batches + 2,
+        "a numbering is not a batch of its own when receipts wait with it"
+    );
+    // The setup's events, numbered 1.. in outbox order, exactly as the relay answered.
+    let numbered: Vec<(i64, Uuid)> = relayed.numbered.iter().map(|e| (e.seq, e.id)).collect();
+    assert_eq!(published(&db.store).await, numbered);
+    assert_eq!(
+        numbered.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        (1..=setup).collect::<Vec<_>>()
+    );
+
+    // The receipts' events go next, once each, after the setup's.
+    let waiting = db.store.outbox_backlog().await.expect("backlog");
+    assert!(
+        waiting >= 4 * 2,
+        "four receipts, a receipt event and a stock event each"
+    );
+    let next = db.store.relay(1024, &accept).await.expect("relay");
+    assert_eq!(next.published as i64, waiting);
+    let all = published(&db.store).await;
+    let ids: std::collections::HashSet<Uuid> = all.iter().map(|(_, id)| *id).collect();
+    assert_eq!(ids.len(), all.len(), "no event published twice");
+    assert_eq!(db.store.outbox_backlog().await.expect("backlog"), 0);
+}

@@ -74,17 +74,38 @@ pub(crate) struct Job {
     pub reply: oneshot::Sender<Result<ReceiptOutcome>>,
 }
 
-/// Writes a batch of receipts in one transaction; the queue answers each job after it returns,
-/// that is after the commit.
+/// The relay's numbering of a published run of outbox rows (`seq` from `first` to `last`),
+/// riding in the next batch's transaction instead of taking the writer for a transaction of its
+/// own (SQLite, where the writer is the bottleneck). Answered with the `(seq, pub_seq)` pairs
+/// it numbered, after the commit.
+pub(crate) struct Numbering {
+    pub first: i64,
+    pub last: i64,
+    pub reply: oneshot::Sender<Result<Vec<(i64, i64)>>>,
+}
+
+/// What the writer task takes from the queue.
+// Nearly every item is a receipt: boxing it would allocate once per receipt to save a few
+// hundred bytes on the occasional numbering.
+#[expect(clippy::large_enum_variant)]
+enum Work {
+    Receipt(Job),
+    Numbering(Numbering),
+}
+
+/// Writes a batch of receipts (and the relay's numbering, if any is waiting) in one
+/// transaction; the queue answers each job after it returns, that is after the commit.
 #[async_trait]
 pub(crate) trait BatchWriter: Send + Sync + 'static {
-    async fn write_batch(&self, jobs: &[Job]) -> Written;
+    async fn write_batch(&self, jobs: &[Job], numbering: &[Numbering]) -> Written;
 }
 
 /// What a batch came to.
 pub(crate) struct Written {
     /// One per job, in job order.
     pub answers: Vec<Result<ReceiptOutcome>>,
+    /// One per numbering, in order.
+    pub numbered: Vec<Result<Vec<(i64, i64)>>>,
     /// Receipts stored by the fast path for plain sales.
     pub plain: u64,
 }
@@ -103,6 +124,8 @@ pub struct GroupCommitStats {
     pub plain: u64,
     /// Receipts waiting in the queue, not yet in a batch.
     pub queued: u64,
+    /// The relay's numberings written in the writer's transactions.
+    pub numberings: u64,
 }
 
 #[derive(Default)]
@@ -112,12 +135,13 @@ struct Counters {
     largest: AtomicU64,
     plain: AtomicU64,
     queued: AtomicUsize,
+    numberings: AtomicU64,
 }
 
 /// The submitting side. The writer task ends when the last handle is dropped.
 #[derive(Clone)]
 pub(crate) struct Queue {
-    tx: mpsc::UnboundedSender<Job>,
+    tx: mpsc::UnboundedSender<Work>,
     counters: Arc<Counters>,
 }
 
@@ -153,8 +177,19 @@ impl Queue {
             reply,
         };
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(job).is_err() {
+        if self.tx.send(Work::Receipt(job)).is_err() {
             self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(writer_gone());
+        }
+        answer.await.unwrap_or_else(|_| Err(writer_gone()))
+    }
+
+    /// Number the published outbox rows from `first` to `last` in the writer's next
+    /// transaction; returns the `(seq, pub_seq)` pairs after its commit.
+    pub async fn number(&self, first: i64, last: i64) -> Result<Vec<(i64, i64)>> {
+        let (reply, answer) = oneshot::channel();
+        let work = Work::Numbering(Numbering { first, last, reply });
+        if self.tx.send(work).is_err() {
             return Err(writer_gone());
         }
         answer.await.unwrap_or_else(|_| Err(writer_gone()))
@@ -168,6 +203,7 @@ impl Queue {
             largest_batch: c.largest.load(Ordering::Relaxed),
             plain: c.plain.load(Ordering::Relaxed),
             queued: c.queued.load(Ordering::Relaxed) as u64,
+            numberings: c.numberings.load(Ordering::Relaxed),
         }
     }
 }
@@ -235,32 +271,39 @@ pub(crate) fn batch_failed(e: &StorageError) -> StorageError {
 
 async fn run(
     writer: Arc<impl BatchWriter>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
+    mut rx: mpsc::UnboundedReceiver<Work>,
     max_batch: usize,
     counters: Arc<Counters>,
 ) {
     while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < max_batch {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
+        let (mut jobs, mut numbering) = (Vec::new(), Vec::new());
+        let mut next = Some(first);
+        // Only receipts count against the cap (the relay has at most one numbering waiting).
+        while let Some(w) = next.take() {
+            match w {
+                Work::Receipt(j) => jobs.push(j),
+                Work::Numbering(n) => numbering.push(n),
+            }
+            if jobs.len() < max_batch {
+                next = rx.try_recv().ok();
             }
         }
         let n = jobs.len();
-        counters.queued.fetch_sub(n, Ordering::Relaxed);
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters.receipts.fetch_add(n as u64, Ordering::Relaxed);
-        counters.largest.fetch_max(n as u64, Ordering::Relaxed);
+        if n > 0 {
+            counters.queued.fetch_sub(n, Ordering::Relaxed);
+            counters.batches.fetch_add(1, Ordering::Relaxed);
+            counters.receipts.fetch_add(n as u64, Ordering::Relaxed);
+            counters.largest.fetch_max(n as u64, Ordering::Relaxed);
+        }
         // A task per batch: should writing panic, its callers get an error (their answers are
         // dropped) and the writer goes on with the next batch.
         let w = writer.clone();
         let written = tokio::spawn(async move {
-            let written = w.write_batch(&jobs).await;
-            (jobs, written)
+            let written = w.write_batch(&jobs, &numbering).await;
+            (jobs, numbering, written)
         })
         .await;
-        if let Ok((jobs, written)) = written {
+        if let Ok((jobs, numbering, written)) = written {
             // Counted before anyone is answered: a caller sees its own batch in the stats.
             counters.plain.fetch_add(written.plain, Ordering::Relaxed);
             let mut answers = written.answers.into_iter();
@@ -269,6 +312,18 @@ async fn run(
                     Err(StorageError::Corrupt("group commit lost an answer".into()))
                 });
                 let _ = job.reply.send(answer);
+            }
+            let mut numbered = written.numbered.into_iter();
+            for n in numbering {
+                let answer = numbered.next().unwrap_or_else(|| {
+                    Err(StorageError::Corrupt(
+                        "group commit lost a numbering".into(),
+                    ))
+                });
+                if answer.is_ok() {
+                    counters.numberings.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = n.reply.send(answer);
             }
         }
     }

@@ -291,6 +291,18 @@ impl PgStore {
         self.relay_floor.fetch_max(floor, Relaxed);
         Ok(floor)
     }
+
+    /// The relay numbers in transactions of its own here (per tenant, under a lock; see
+    /// `relay_batch_impl`), never in a receipt batch: nothing queues a numbering.
+    async fn number_published(
+        _tx: &mut sqlx::Transaction<'static, Db>,
+        _first: i64,
+        _last: i64,
+    ) -> Result<Vec<(i64, i64)>> {
+        Err(crate::StorageError::Corrupt(
+            "a numbering was queued to PostgreSQL's receipt writer".into(),
+        ))
+    }
 }
 
 /// Raise the relay's floor as far as is safe, and return it: to the oldest transaction still

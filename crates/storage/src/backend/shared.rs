@@ -1641,6 +1641,13 @@ impl Storage for Backend {
 }
 
 impl Backend {
+    /// The group-commit queue (its writer started on first use); `None` when group commit is off.
+    fn group_queue(&self) -> Option<&group_commit::Queue> {
+        // The writer's own handle has group commit off: it writes, it does not queue.
+        let writer = || Backend { group: group_commit::Slot::new(GroupCommit::OFF), ..self.clone() };
+        self.group.queue(writer)
+    }
+
     /// [`Storage::submit_receipt`] with what the online marking check found before it.
     async fn record_receipt(
         &self,
@@ -1650,9 +1657,7 @@ impl Backend {
         precheck: &crate::marking::MarkingPrecheck,
     ) -> Result<ReceiptOutcome> {
         let tenant = actor.tenant_id;
-        // The writer's own handle has group commit off: it writes, it does not queue.
-        let writer = || Backend { group: group_commit::Slot::new(GroupCommit::OFF), ..self.clone() };
-        if let Some(queue) = self.group.queue(writer) {
+        if let Some(queue) = self.group_queue() {
             // The writer looks for a stored receipt itself, in its transaction: for a whole
             // batch in one query.
             return queue.submit(actor, input, request_hash, precheck).await;
@@ -2043,34 +2048,35 @@ async fn insert_receipt_lines(tx: &mut Tx, receipts: &[(Uuid, &Receipt)]) -> Res
 
 /// Group commit: the receipts of a batch in one transaction, each under a savepoint so that
 /// one refused receipt undoes only its own writes; every caller is answered after the commit.
+/// The relay's numbering, when it waits, goes first in the same transaction.
 #[async_trait]
 impl group_commit::BatchWriter for Backend {
-    async fn write_batch(&self, jobs: &[group_commit::Job]) -> group_commit::Written {
-        if let [job] = jobs {
+    async fn write_batch(&self, jobs: &[group_commit::Job], numbering: &[group_commit::Numbering]) -> group_commit::Written {
+        if let ([job], []) = (jobs, numbering) {
             // Alone in the queue: written as without group commit.
             let answer = match receipt_by_id(&self.read, job.actor.tenant_id, job.input.id).await {
                 Ok(Some((r, hash))) => replay(r, &hash, &job.request_hash),
                 Ok(None) => self.write_alone(&job.actor, &job.input, &job.request_hash, &job.precheck).await,
                 Err(e) => Err(e),
             };
-            return group_commit::Written { answers: vec![answer], plain: 0 };
+            return group_commit::Written { answers: vec![answer], numbered: Vec::new(), plain: 0 };
         }
         let mut answers: Vec<Option<Result<ReceiptOutcome>>> = jobs.iter().map(|_| None).collect();
+        let mut numbered = Vec::with_capacity(numbering.len());
         let mut plain = 0;
         let failed = match self.begin().await {
-            Ok(mut tx) => {
-                let written = match write_plain_sales(&mut tx, jobs, &mut answers).await {
-                    Ok(n) => {
-                        plain = n;
-                        write_jobs(&mut tx, jobs, &mut answers).await
+            Ok(mut tx) => match write_in(&mut tx, jobs, numbering, &mut answers, &mut numbered).await {
+                Ok(n) => {
+                    plain = n;
+                    if jobs.is_empty() {
+                        // Numbering alone commits nothing for the relay to wake up to.
+                        tx.commit().await.err().map(StorageError::from)
+                    } else {
+                        self.commit(tx).await.err()
                     }
-                    Err(e) => Err(e),
-                };
-                match written {
-                    Ok(()) => self.commit(tx).await.err(),
-                    Err(e) => Some(e),
                 }
-            }
+                Err(e) => Some(e),
+            },
             Err(e) => Some(e),
         };
         if let Some(e) = &failed {
@@ -2083,8 +2089,30 @@ impl group_commit::BatchWriter for Backend {
                 Some(e) => Err(group_commit::batch_failed(e)),
             })
             .collect();
-        group_commit::Written { answers, plain: if failed.is_some() { 0 } else { plain } }
+        let numbered = match &failed {
+            None => numbered.into_iter().map(Ok).collect(),
+            Some(e) => numbering.iter().map(|_| Err(group_commit::batch_failed(e))).collect(),
+        };
+        group_commit::Written { answers, numbered, plain: if failed.is_some() { 0 } else { plain } }
     }
+}
+
+/// A batch's writes in `tx`: the relay's numbering, then the plain sales together, then the
+/// other receipts one by one. Returns how many receipts the fast path stored. An error means
+/// the transaction is broken: nothing of the batch may be committed.
+async fn write_in(
+    tx: &mut Tx,
+    jobs: &[group_commit::Job],
+    numbering: &[group_commit::Numbering],
+    answers: &mut [Option<Result<ReceiptOutcome>>],
+    numbered: &mut Vec<Vec<(i64, i64)>>,
+) -> Result<u64> {
+    for n in numbering {
+        numbered.push(Backend::number_published(tx, n.first, n.last).await?);
+    }
+    let plain = write_plain_sales(tx, jobs, answers).await?;
+    write_jobs(tx, jobs, answers).await?;
+    Ok(plain)
 }
 
 /// The jobs of a batch not answered yet, in `tx`, one savepoint each. An error means the
