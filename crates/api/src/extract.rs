@@ -169,11 +169,20 @@ impl FromRequestParts<AppState> for Auth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        let info = state
-            .store
-            .token_by_hash(&hash_token(token))
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+        let hash: crate::token_cache::TokenHash = Sha256::digest(token.as_bytes()).into();
+        let info = match state.tokens.get(&hash) {
+            Some(info) => info,
+            None => {
+                let generation = state.tokens.generation();
+                let info = state
+                    .store
+                    .token_by_hash(&hash)
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?;
+                state.tokens.put(hash, info.clone(), generation);
+                info
+            }
+        };
         let auth = Auth(Actor {
             tenant_id: info.tenant_id,
             token_id: Some(info.id),

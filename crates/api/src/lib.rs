@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod order_import;
 pub mod routes;
 pub mod state;
+pub mod token_cache;
 
 use std::future::Future;
 use std::net::SocketAddr;

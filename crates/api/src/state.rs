@@ -30,6 +30,8 @@ pub struct AppState {
     pub fiscal: savdo_connectors::fiscal_gateway::FiscalClient,
     /// The tenants' loyalty (JOWi Club) connectors, built on `hub` on first use.
     pub loyalty_resolver: Arc<std::sync::OnceLock<Arc<savdo_integrations::ConnectorResolver>>>,
+    /// Tokens verified in the last second (`Auth`), forgotten when deleted here.
+    pub tokens: Arc<crate::token_cache::TokenCache>,
 }
 
 impl AppState {
@@ -47,6 +49,7 @@ impl AppState {
             sync: Arc::new(savdo_integrations::SyncRegistry::new()),
             fiscal: savdo_connectors::fiscal_gateway::FiscalClient::new(),
             loyalty_resolver: Arc::default(),
+            tokens: Arc::default(),
         }
     }
 }

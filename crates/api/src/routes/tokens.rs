@@ -90,5 +90,6 @@ pub async fn list(State(st): State<AppState>, auth: Auth) -> ApiResult<Json<Toke
 pub async fn delete(State(st): State<AppState>, auth: Auth, Id(id): Id) -> ApiResult<StatusCode> {
     auth.owner()?;
     st.store.delete_token(&auth.0, id).await?;
+    st.tokens.forget(id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -226,4 +226,37 @@ async fn audit_log(srv: Srv) {
     assert_ne!(r.ok(200)["items"][0]["id"], b["items"][0]["id"]);
 }
 
-backend_tests!(tokens_and_roles, audit_log);
+/// The server remembers a verified token for a moment; a token deleted behind its back (by
+/// another server on the same database) is refused once that moment is over.
+async fn a_token_deleted_elsewhere_is_refused_within_the_ttl(srv: Srv) {
+    use savdo_api::token_cache::TTL;
+    use std::time::{Duration, Instant};
+
+    let (id, tok) = srv.create_token("cashier", None).await;
+    let cashier = srv.with_token(&tok);
+    cashier.get("/api/v1/products").await.ok(200);
+    srv.store
+        .delete_token(&savdo_storage::Actor::system(srv.tenant), id)
+        .await
+        .expect("delete through the store");
+    let deleted = Instant::now();
+    loop {
+        let r = cashier.get("/api/v1/products").await;
+        if r.status == 401 {
+            break;
+        }
+        r.ok(200);
+        assert!(
+            deleted.elapsed() < TTL + Duration::from_secs(2),
+            "a deleted token still accepted {:?} after its deletion",
+            deleted.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+backend_tests!(
+    tokens_and_roles,
+    audit_log,
+    a_token_deleted_elsewhere_is_refused_within_the_ttl
+);
