@@ -15,6 +15,16 @@ use uuid::Uuid;
 use crate::Result;
 use crate::model::Actor;
 
+/// One event's deliveries, one per subscription in `webhook_ids`.
+#[derive(Debug, Clone)]
+pub struct EventDeliveries {
+    pub tenant: Uuid,
+    pub webhook_ids: Vec<Uuid>,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub payload: Value,
+}
+
 /// A subscription, without its secret.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Webhook {
@@ -251,6 +261,22 @@ pub trait WebhookStore: Send + Sync {
         event_id: Uuid,
         event_type: &str,
         payload: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        let events = [EventDeliveries {
+            tenant,
+            webhook_ids: webhook_ids.to_vec(),
+            event_id,
+            event_type: event_type.to_owned(),
+            payload: payload.clone(),
+        }];
+        self.enqueue_deliveries_many(&events, now).await
+    }
+    /// [`WebhookStore::enqueue_deliveries`] for several events in one transaction (a consumer's
+    /// batch: one commit instead of one per event). All or none.
+    async fn enqueue_deliveries_many(
+        &self,
+        events: &[EventDeliveries],
         now: DateTime<Utc>,
     ) -> Result<usize>;
     async fn list_deliveries(

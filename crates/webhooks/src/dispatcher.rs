@@ -10,6 +10,7 @@ use savdo_bus::{Consumer, HandleError};
 use savdo_domain::clock::{Clock, SystemClock};
 use savdo_domain::event::CloudEvent;
 use savdo_storage::Storage;
+use savdo_storage::webhooks::EventDeliveries;
 
 use crate::events::subscribed;
 
@@ -48,28 +49,38 @@ impl Dispatcher {
         hooks: &[savdo_storage::webhooks::Webhook],
         event: &CloudEvent,
     ) -> Result<usize, HandleError> {
-        let ids: Vec<uuid::Uuid> = hooks
-            .iter()
-            .filter(|w| subscribed(&w.events, &event.kind))
-            .map(|w| w.id)
-            .collect();
-        if ids.is_empty() {
+        let Some(deliveries) = deliveries_for(hooks, event)? else {
             return Ok(0);
-        }
-        let payload =
-            serde_json::to_value(event).map_err(|e| HandleError::Permanent(e.to_string()))?;
+        };
         self.store
-            .enqueue_deliveries(
-                event.tenantid,
-                &ids,
-                event.id,
-                &event.kind,
-                &payload,
-                self.clock.now(),
-            )
+            .enqueue_deliveries_many(&[deliveries], self.clock.now())
             .await
             .map_err(|e| HandleError::Retry(e.to_string()))
     }
+}
+
+/// The deliveries `event` makes among `hooks` (its tenant's enabled subscriptions); `None` when
+/// no subscription wants it.
+fn deliveries_for(
+    hooks: &[savdo_storage::webhooks::Webhook],
+    event: &CloudEvent,
+) -> Result<Option<EventDeliveries>, HandleError> {
+    let webhook_ids: Vec<uuid::Uuid> = hooks
+        .iter()
+        .filter(|w| subscribed(&w.events, &event.kind))
+        .map(|w| w.id)
+        .collect();
+    if webhook_ids.is_empty() {
+        return Ok(None);
+    }
+    let payload = serde_json::to_value(event).map_err(|e| HandleError::Permanent(e.to_string()))?;
+    Ok(Some(EventDeliveries {
+        tenant: event.tenantid,
+        webhook_ids,
+        event_id: event.id,
+        event_type: event.kind.clone(),
+        payload,
+    }))
 }
 
 #[async_trait]
@@ -97,8 +108,10 @@ impl Consumer for Dispatcher {
     }
 
     async fn handle_batch(&self, events: &[&CloudEvent]) -> Result<(), HandleError> {
-        // Each tenant's subscriptions read once per batch.
+        // Each tenant's subscriptions read once per batch, and the batch's deliveries written
+        // in one transaction (one commit per event kept this consumer behind the tills).
         let mut hooks: HashMap<uuid::Uuid, Vec<savdo_storage::webhooks::Webhook>> = HashMap::new();
+        let mut wanted = Vec::new();
         for event in events {
             let tenant_hooks = match hooks.entry(event.tenantid) {
                 Entry::Occupied(e) => e.into_mut(),
@@ -109,8 +122,15 @@ impl Consumer for Dispatcher {
                         .map_err(|e| HandleError::Retry(e.to_string()))?,
                 ),
             };
-            self.dispatch_to(tenant_hooks, event).await?;
+            wanted.extend(deliveries_for(tenant_hooks, event)?);
         }
-        Ok(())
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .enqueue_deliveries_many(&wanted, self.clock.now())
+            .await
+            .map(drop)
+            .map_err(|e| HandleError::Retry(e.to_string()))
     }
 }

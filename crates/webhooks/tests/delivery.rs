@@ -24,6 +24,7 @@ backend_tests!(
     private_targets_refused_at_delivery,
     rotation_signs_with_both_for_a_day,
     requeue_and_tenant_isolation,
+    a_batch_of_events_is_dispatched_together,
 );
 
 fn worker(env: &Env, allow_private: bool) -> DeliveryWorker {
@@ -507,4 +508,46 @@ async fn requeue_and_tenant_isolation(env: Env) {
     assert_eq!(got[0].headers["webhook-id"], got[1].headers["webhook-id"]);
     store.delete_webhook(&env.actor, w.id).await.unwrap();
     assert!(store.get_webhook(env.actor.tenant_id, w.id).await.is_err());
+}
+
+/// The consumer's batch path: every event of the batch becomes its deliveries (written
+/// together), each tenant's only to its own subscriptions, and a redelivered batch adds none.
+async fn a_batch_of_events_is_dispatched_together(env: Env) {
+    use savdo_bus::Consumer;
+    let (receipts, _) = subscribe(&env, "http://127.0.0.1:9/r", &["receipt.created"]).await;
+    let (all, _) = subscribe(&env, "http://127.0.0.1:9/all", &["*"]).await;
+    let other = env.new_actor("Other shop").await;
+    let d = Dispatcher::with_clock(env.store.clone(), env.clock.clone());
+
+    let mut foreign = event(&env, "receipt.created");
+    foreign.tenantid = other.tenant_id;
+    let batch = [
+        event(&env, "receipt.created"),
+        event(&env, "stock.changed"),
+        foreign,
+        event(&env, "receipt.created"),
+    ];
+    let refs: Vec<&CloudEvent> = batch.iter().collect();
+    d.handle_batch(&refs).await.unwrap();
+    let ids = |ds: Vec<Delivery>| {
+        let mut v: Vec<uuid::Uuid> = ds.into_iter().map(|d| d.event_id).collect();
+        v.sort();
+        v
+    };
+    let mut want_receipts = vec![batch[0].id, batch[3].id];
+    want_receipts.sort();
+    let mut want_all = vec![batch[0].id, batch[1].id, batch[3].id];
+    want_all.sort();
+    assert_eq!(ids(deliveries(&env, &receipts).await), want_receipts);
+    assert_eq!(ids(deliveries(&env, &all).await), want_all);
+
+    // Redelivered (after a crash before the consumer saved its position): nothing new.
+    d.handle_batch(&refs).await.unwrap();
+    assert_eq!(deliveries(&env, &receipts).await.len(), 2);
+    assert_eq!(deliveries(&env, &all).await.len(), 3);
+    // A batch nobody subscribed to writes nothing.
+    let mut lone = event(&env, "stock.changed");
+    lone.tenantid = other.tenant_id;
+    d.handle_batch(&[&lone]).await.unwrap();
+    assert_eq!(deliveries(&env, &all).await.len(), 3);
 }

@@ -287,37 +287,31 @@ impl crate::webhooks::WebhookStore for Backend {
         rows.iter().map(webhook_from_row).collect()
     }
 
-    async fn enqueue_deliveries(
-        &self,
-        tenant: Uuid,
-        webhook_ids: &[Uuid],
-        event_id: Uuid,
-        event_type: &str,
-        payload: &Value,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<usize> {
-        if webhook_ids.is_empty() {
+    async fn enqueue_deliveries_many(&self, events: &[crate::webhooks::EventDeliveries], now: chrono::DateTime<chrono::Utc>) -> Result<usize> {
+        if events.iter().all(|e| e.webhook_ids.is_empty()) {
             return Ok(0);
         }
         let now = now.timestamp_micros();
         let mut tx = self.begin().await?;
         let mut created = 0;
-        for wid in webhook_ids {
-            let r = sqlx::query(
-                "INSERT INTO webhook_deliveries (id, tenant_id, webhook_id, event_id, event_type, payload, status, attempts, next_attempt_at, created_at, updated_at) \
-                 SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7 WHERE EXISTS (SELECT 1 FROM webhooks WHERE tenant_id = $2 AND id = $3) \
-                 ON CONFLICT (webhook_id, event_id) DO NOTHING",
-            )
-            .bind(new_id())
-            .bind(tenant)
-            .bind(*wid)
-            .bind(event_id)
-            .bind(event_type)
-            .bind(Json(payload))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            created += r.rows_affected() as usize;
+        for e in events {
+            for wid in &e.webhook_ids {
+                let r = sqlx::query(
+                    "INSERT INTO webhook_deliveries (id, tenant_id, webhook_id, event_id, event_type, payload, status, attempts, next_attempt_at, created_at, updated_at) \
+                     SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7 WHERE EXISTS (SELECT 1 FROM webhooks WHERE tenant_id = $2 AND id = $3) \
+                     ON CONFLICT (webhook_id, event_id) DO NOTHING",
+                )
+                .bind(new_id())
+                .bind(e.tenant)
+                .bind(*wid)
+                .bind(e.event_id)
+                .bind(&e.event_type)
+                .bind(Json(&e.payload))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                created += r.rows_affected() as usize;
+            }
         }
         self.commit(tx).await?;
         Ok(created)
