@@ -5,7 +5,9 @@
 //! The writer never waits to gather a batch: it takes one receipt, then whatever else is queued
 //! at that moment. With one request in flight a batch is that one receipt, written exactly as
 //! without group commit. The batch itself is written by the backend (`shared.rs`), which knows
-//! its transaction type; this module is the queue, the writer loop and the setting.
+//! its transaction type; this module is the queue, the writer loop and the setting. On SQLite
+//! the relay's numbering of what it published waits in the same queue and is written first in
+//! the next batch's transaction (`Numbering`), so the one writer connection is taken once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -153,8 +153,8 @@ impl SqliteStore {
     }
 
     /// Read the oldest unpublished rows from a reader, publish them, then number and mark them in
-    /// a short write transaction: the write lock is not held during the bus round trip, so
-    /// checkouts do not queue behind it. Relays of this store take turns, so one process never
+    /// a short write (in the receipt writer's next transaction, see `relay_mark`): the write
+    /// lock is not held during the bus round trip, so checkouts do not queue behind it. Relays of this store take turns, so one process never
     /// hands an event to the bus twice. A relay in another process on the same file (`savdo
     /// serve` next to a `savdo worker`) may publish the same rows again (the bus deduplicates by
     /// event id), but marking numbers only rows still unmarked, counting from the highest
