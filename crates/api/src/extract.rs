@@ -144,8 +144,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
 #[derive(Debug, Clone)]
 pub struct Auth(pub Actor);
 
-pub fn hash_token(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+pub fn hash_token(token: &str) -> crate::token_cache::TokenHash {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 impl FromRequestParts<AppState> for Auth {
@@ -169,7 +169,7 @@ impl FromRequestParts<AppState> for Auth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        let hash: crate::token_cache::TokenHash = Sha256::digest(token.as_bytes()).into();
+        let hash = hash_token(token);
         let info = match state.tokens.get(&hash) {
             Some(info) => info,
             None => {
