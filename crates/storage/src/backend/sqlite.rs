@@ -154,12 +154,13 @@ impl SqliteStore {
 
     /// Read the oldest unpublished rows from a reader, publish them, then number and mark them in
     /// a short write (in the receipt writer's next transaction, see `relay_mark`): the write
-    /// lock is not held during the bus round trip, so checkouts do not queue behind it. Relays of this store take turns, so one process never
-    /// hands an event to the bus twice. A relay in another process on the same file (`savdo
-    /// serve` next to a `savdo worker`) may publish the same rows again (the bus deduplicates by
-    /// event id), but marking numbers only rows still unmarked, counting from the highest
-    /// publishing sequence inside the write transaction: each row gets one sequence, dense and
-    /// in outbox order. `publish` sees the events with their outbox `seq`.
+    /// lock is not held during the bus round trip, so checkouts do not queue behind it. Relays
+    /// of this store take turns, so one process never hands an event to the bus twice. A relay
+    /// in another process on the same file (`savdo serve` next to a `savdo worker`) may publish
+    /// the same rows again (the bus deduplicates by event id), but marking numbers only rows
+    /// still unmarked, counting from the highest publishing sequence inside the write
+    /// transaction: each row gets one sequence, dense and in outbox order. `publish` sees the
+    /// events with their outbox `seq`.
     ///
     /// Numbers live in `outbox_pub` (a row is published when it has one there), so marking
     /// writes a few narrow rows instead of rewriting each event's row. Rows commit in `seq`
