@@ -56,6 +56,10 @@ pub struct Verdict {
     pub receipts_without_exactly_one_event: i64,
     pub events_unpublished: i64,
     pub receipt_events_not_consumed: i64,
+    /// The last publishing sequence number, and each consumer's saved position against it:
+    /// when delivery is judged short, whether a consumer is behind (late) or at the end (lost).
+    pub last_published: i64,
+    pub consumer_positions: Vec<(String, i64)>,
     pub ok: bool,
 }
 
@@ -135,6 +139,20 @@ macro_rules! checks {
     }};
 }
 
+/// The last publishing sequence number and the consumers' saved positions.
+macro_rules! progress {
+    ($pool:expr) => {{
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(pub_seq), 0) FROM outbox_pub")
+            .fetch_one(&$pool)
+            .await?;
+        let consumers: Vec<(String, i64)> =
+            sqlx::query_as("SELECT consumer, position FROM consumer_positions ORDER BY consumer")
+                .fetch_all(&$pool)
+                .await?;
+        (last, consumers)
+    }};
+}
+
 pub async fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
     let acked: Vec<Uuid> = std::fs::read_to_string(&a.acked_file)
         .with_context(|| format!("cannot read {}", a.acked_file.display()))?
@@ -144,6 +162,7 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
         .collect::<Result<_, _>>()?;
     let until = Instant::now() + Duration::from_secs(a.wait_events);
     let v = loop {
+        let positions: (i64, Vec<(String, i64)>);
         let (ids, wrong, stock, events, unpublished, unconsumed) = if a
             .database_url
             .starts_with("postgres")
@@ -152,6 +171,7 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
                 .max_connections(1)
                 .connect(&a.database_url)
                 .await?;
+            positions = progress!(pool);
             checks!(
                 pool,
                 "data->>'id'",
@@ -163,6 +183,7 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
                 .max_connections(1)
                 .connect(&a.database_url)
                 .await?;
+            positions = progress!(pool);
             checks!(
                 pool,
                 "json_extract(data, '$.id')",
@@ -180,6 +201,8 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
             receipts_without_exactly_one_event: events,
             events_unpublished: unpublished,
             receipt_events_not_consumed: unconsumed,
+            last_published: positions.0,
+            consumer_positions: positions.1,
             ok: missing == 0
                 && ids.len() == stored.len()
                 && wrong == 0
@@ -223,6 +246,13 @@ pub async fn verify(a: VerifyArgs) -> anyhow::Result<bool> {
             "receipt events not delivered once:   {}",
             v.receipt_events_not_consumed
         );
+        if v.receipt_events_not_consumed > 0 {
+            // Saved at most about once a second: a consumer at the end may read a little short.
+            println!("  last published sequence number:    {}", v.last_published);
+            for (consumer, at) in &v.consumer_positions {
+                println!("  consumer {consumer:<24} at {at}");
+            }
+        }
         println!("VERDICT: {}", if v.ok { "PASS" } else { "FAIL" });
     }
     Ok(v.ok)
