@@ -68,6 +68,15 @@ impl ApiError {
         ApiError::Validation { detail, errors }
     }
 
+    /// Refused for what the request says or the state it meets (a retry of the same request
+    /// would be refused again), as opposed to a failure a retry may get past.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Validation { .. } | ApiError::NotFound(_) | ApiError::Conflict { .. }
+        )
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ApiError::Validation { .. } => (

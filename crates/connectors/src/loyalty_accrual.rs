@@ -4,7 +4,9 @@
 //! proportional per line). Retried until the provider accepts: a receipt made while JOWi was
 //! down earns its points when it is back, exactly once (the provider answers a repeated key
 //! with its first answer, so a lost answer is retried safely). Every call goes to the loyalty
-//! journal; `loyalty.accrued` / `loyalty.redeemed` / `loyalty.refunded` are emitted.
+//! journal; `loyalty.accrued` / `loyalty.redeemed` / `loyalty.refunded` are emitted. Points
+//! spent for a receipt that was refused after the spending come back on `loyalty.void_requested`
+//! (`loyalty.voided`).
 //!
 //! A sale is accrued from its event: the receipt's `loyalty` record names JOWi's customer and
 //! the points spent at the till (with that commit's answer, so it is not sent again). The
@@ -29,6 +31,9 @@ use uuid::Uuid;
 use crate::jowi_club::KIND;
 
 pub const NAME: &str = "loyalty";
+/// The journal's kind for points given back after their receipt was refused (the API writes the
+/// request, this consumer the call).
+pub const VOID: &str = "void";
 /// A refund met a sale JOWi does not know yet (its accrual still waits): retry this often.
 const REFUND_WAITS_FOR_SALE: u32 = 20;
 /// The first retry of an unavailable JOWi comes after about this long, then doubles…
@@ -315,6 +320,91 @@ impl LoyaltyAccrual {
         }
     }
 
+    /// Give back the points spent for a receipt that was then refused (`loyalty.void_requested`,
+    /// written by the API with its journal entry): JOWi's refund of the whole transaction, keyed
+    /// by the request's `refund_id`. Not when a receipt with that id was stored after all (a
+    /// concurrent retry): it owns the spending.
+    async fn void(&self, tenant: Uuid, data: &Value) -> Result<(), HandleError> {
+        let (Ok(receipt_id), Ok(refund_id)) = (
+            serde_json::from_value::<Uuid>(data["receipt_id"].clone()),
+            serde_json::from_value::<Uuid>(data["refund_id"].clone()),
+        ) else {
+            return Err(HandleError::Permanent(
+                "void request without receipt_id or refund_id".into(),
+            ));
+        };
+        if self.done(tenant, VOID, receipt_id).await? {
+            return Ok(());
+        }
+        let external = data["external_id"].as_str().unwrap_or_default().to_owned();
+        let request = json!({"refund_id": refund_id, "whole": true});
+        match self.store.get_receipt(tenant, receipt_id).await {
+            Err(savdo_storage::StorageError::NotFound(_)) => {}
+            Ok(_) => {
+                let why = "the receipt was stored after all: it keeps the points it spent";
+                let skipped = Value::String(why.into());
+                self.journal(tenant, VOID, receipt_id, &external, request, Ok(skipped))
+                    .await;
+                return Ok(());
+            }
+            Err(e) => return Err(HandleError::Retry(e.to_string())),
+        }
+        let connector = match self.resolver.for_tenant(tenant, KIND).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return Err(HandleError::Permanent(
+                    "points to give back, but the tenant has no JOWi Club integration".into(),
+                ));
+            }
+            Err(e) => return Err(Self::retry(&e)),
+        };
+        let Some(l) = connector.as_loyalty() else {
+            return Err(HandleError::Permanent(
+                "the loyalty integration cannot give points back".into(),
+            ));
+        };
+        let req = LoyaltyRefund {
+            receipt_id,
+            refund_id,
+            lines: None,
+        };
+        match l.refund(&req).await {
+            Ok(r) => {
+                let result = json!({"earned_reversed": r.earned_reversed,
+                                    "spent_returned": r.spent_returned, "balance": r.balance_points});
+                self.journal(
+                    tenant,
+                    VOID,
+                    receipt_id,
+                    &external,
+                    request,
+                    Ok(result.clone()),
+                )
+                .await;
+                let mut ev = result;
+                ev["receipt_id"] = json!(receipt_id);
+                ev["refund_id"] = json!(refund_id);
+                ev["customer_id"] = data["customer_id"].clone();
+                ev["external_id"] = json!(external);
+                self.store
+                    .emit_loyalty_event(tenant, "loyalty.voided", ev)
+                    .await
+                    .map_err(|e| HandleError::Retry(e.to_string()))
+            }
+            Err(e) => {
+                self.journal(tenant, VOID, receipt_id, &external, request, Err(&e))
+                    .await;
+                if e.is_retryable() {
+                    Err(Self::retry(&e))
+                } else {
+                    Err(HandleError::Permanent(format!(
+                        "JOWi Club refused to give the points back: {e}"
+                    )))
+                }
+            }
+        }
+    }
+
     async fn refund(&self, tenant: Uuid, data: &Value, attempt: u32) -> Result<(), HandleError> {
         let refund_id: Uuid = serde_json::from_value(data["id"].clone())
             .map_err(|_| HandleError::Permanent("receipt without id".into()))?;
@@ -427,7 +517,10 @@ impl Consumer for LoyaltyAccrual {
     }
 
     fn accepts(&self, event_type: &str) -> bool {
-        matches!(event_type, "receipt.created" | "receipt.refunded")
+        matches!(
+            event_type,
+            "receipt.created" | "receipt.refunded" | "loyalty.void_requested"
+        )
     }
 
     /// Points must land: JOWi being unavailable is retried without end (capped backoff);
@@ -440,6 +533,7 @@ impl Consumer for LoyaltyAccrual {
     /// always (its sale may name the customer).
     async fn wants(&self, event: &CloudEvent) -> bool {
         event.kind == "receipt.refunded"
+            || event.kind == "loyalty.void_requested"
             || !event.data["customer_id"].is_null()
             || !event.data["loyalty"].is_null()
     }
@@ -448,6 +542,8 @@ impl Consumer for LoyaltyAccrual {
         let tenant = event.tenantid;
         if event.kind == "receipt.refunded" {
             self.refund(tenant, &event.data, attempt).await
+        } else if event.kind == "loyalty.void_requested" {
+            self.void(tenant, &event.data).await
         } else {
             self.accrue(tenant, &event.data).await
         }

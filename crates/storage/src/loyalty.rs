@@ -66,6 +66,15 @@ pub trait LoyaltyStore: Send + Sync {
     /// `None` when unknown to this tenant (expiry is the caller's to judge).
     async fn get_loyalty_quote(&self, tenant: Uuid, id: Uuid) -> Result<Option<StoredQuote>>;
     async fn append_loyalty_journal(&self, tenant: Uuid, e: &JournalEntry) -> Result<()>;
+    /// [`LoyaltyStore::append_loyalty_journal`] and an outbox event (`kind`, `data`), in one
+    /// transaction: the entry is there exactly when the event will be delivered.
+    async fn append_loyalty_journal_with_event(
+        &self,
+        tenant: Uuid,
+        e: &JournalEntry,
+        kind: &str,
+        data: Value,
+    ) -> Result<()>;
     /// Our customer linked to the provider's customer `external_id` (`external_ids[kind]`).
     async fn customer_by_external_id(
         &self,

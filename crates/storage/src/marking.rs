@@ -99,6 +99,20 @@ pub trait MarkingStore: Send + Sync {
         precheck: &MarkingPrecheck,
     ) -> Result<ReceiptOutcome>;
 
+    /// Would [`MarkingStore::submit_receipt_checked`] accept this receipt now? Its checks and
+    /// writes run in a transaction that is rolled back: the same refusals (stock going below
+    /// zero where that is forbidden included), nothing stored, no number taken. `Ok` too for a
+    /// retry of a receipt already stored with the same content. For work that must not happen
+    /// for a refused receipt and cannot be undone in the receipt's transaction (points spent
+    /// with a loyalty provider); the state may still change before the receipt is submitted.
+    async fn check_receipt(
+        &self,
+        actor: &Actor,
+        input: &ReceiptInput,
+        request_hash: &str,
+        precheck: &MarkingPrecheck,
+    ) -> Result<()>;
+
     /// The registry's entry of each label, in order (`None`: never sold here).
     async fn marked_codes(
         &self,

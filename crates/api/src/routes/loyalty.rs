@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use chrono::Utc;
+use savdo_connectors::loyalty_accrual::VOID;
 use savdo_domain::phone::normalize_phone;
 use savdo_hub::connector::{CustomerLookup, LoyaltyCustomer, LoyaltyLine, QuoteRequest};
 use savdo_hub::{Connector, ConnectorError};
@@ -493,16 +494,37 @@ pub struct Applied {
     pub customer_id: Option<Uuid>,
     /// Per receipt line, tiyin.
     pub discounts: Vec<i64>,
+    /// Points to spend with JOWi Club before the receipt is accepted (not for a retry of a
+    /// recorded receipt): the caller checks the receipt first, then calls [`spend`].
+    pub spend: Option<PendingSpend>,
+}
+
+/// A spending of points not yet sent to JOWi Club.
+pub struct PendingSpend {
+    req: savdo_hub::connector::CommitSale,
+    request: Value,
+    customer_id: Option<Uuid>,
 }
 
 /// A receipt line as the quote check sees it: product, quantity (thousandths), price if given.
 pub type QuotedLine = (Uuid, i64, Option<i64>);
 
-/// Check the receipt against its quote (409 with the difference), and spend points with JOWi
-/// Club before the receipt is accepted (409 when it is unavailable: points cannot be spent
-/// offline; the sale can go through without spending them). For a retry of a receipt already
-/// `recorded`, the quote is applied as it was (expired or not) and nothing is spent again, so
-/// the retry answers with the stored receipt whatever JOWi's state.
+fn loyalty_conflict(message: String) -> ApiError {
+    ApiError::Conflict {
+        message,
+        field: Some("loyalty".into()),
+    }
+}
+
+const OFFLINE: &str = "Loyalty service unavailable: points cannot be spent offline; close the sale \
+                       without spending points";
+
+/// Check the receipt against its quote (409 with the difference) and work out its discounts and
+/// `loyalty` record. Points to spend come back as [`Applied::spend`]: they are spent (by
+/// [`spend`]) only after the receipt itself passed its checks, since JOWi Club cannot spend
+/// offline and a refused receipt must not cost the customer points. For a retry of a receipt
+/// already `recorded`, the quote is applied as it was (expired or not) and nothing is to be spent
+/// again, so the retry answers with the stored receipt whatever JOWi's state.
 #[allow(clippy::too_many_arguments)]
 pub async fn apply_to_receipt(
     st: &AppState,
@@ -515,27 +537,25 @@ pub async fn apply_to_receipt(
     recorded: bool,
 ) -> ApiResult<Applied> {
     let tenant = auth.tenant();
-    let conflict = |message: String| ApiError::Conflict {
-        message,
-        field: Some("loyalty".into()),
-    };
     let q = st
         .store
         .get_loyalty_quote(tenant, l.quote_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("loyalty quote".into()))?;
     if !recorded && q.expires_at < Utc::now() {
-        return Err(conflict(format!(
+        return Err(loyalty_conflict(format!(
             "the loyalty quote expired at {}: ask for a new quote",
             q.expires_at.to_rfc3339()
         )));
     }
     if q.store_id != store_id {
-        return Err(conflict("the loyalty quote is for another store".into()));
+        return Err(loyalty_conflict(
+            "the loyalty quote is for another store".into(),
+        ));
     }
     let quoted = q.lines.as_array().cloned().unwrap_or_default();
     if quoted.len() != lines.len() {
-        return Err(conflict(format!(
+        return Err(loyalty_conflict(format!(
             "the receipt has {} lines, the loyalty quote {}: quote the receipt again",
             lines.len(),
             quoted.len()
@@ -550,7 +570,7 @@ pub async fn apply_to_receipt(
         let q_price = ql["price"].as_i64().unwrap_or(0);
         if q_product != product.to_string() || q_qty != *qty || price.is_some_and(|p| p != q_price)
         {
-            return Err(conflict(format!(
+            return Err(loyalty_conflict(format!(
                 "line {}: the quote has product {q_product}, quantity {q_qty}/1000 at {q_price} \
                  tiyin; the receipt has product {product}, quantity {qty}/1000 at {}: quote the \
                  receipt again",
@@ -584,14 +604,7 @@ pub async fn apply_to_receipt(
             ),
         ));
     }
-    let mut redeem = Value::Null;
-    if spend > 0 && !recorded {
-        let c = provider(st, tenant).await.map_err(|_| {
-            conflict("Loyalty service unavailable: points cannot be spent offline; close the sale without spending points".into())
-        })?;
-        let lp = c
-            .as_loyalty()
-            .ok_or_else(|| ApiError::NotFound("JOWi Club integration".into()))?;
+    let pending = (spend > 0 && !recorded).then(|| {
         let req = savdo_hub::connector::CommitSale {
             receipt_id,
             customer_id: q.external_customer_id.clone(),
@@ -601,61 +614,124 @@ pub async fn apply_to_receipt(
             lines: loyalty_lines,
         };
         let request = json!({"quote_id": q.id, "spend_points": spend, "total": req.total});
-        let outcome = lp.commit_sale(&req).await;
-        let entry = |status: &str, error: Option<String>, result: Value| JournalEntry {
-            id: Uuid::now_v7(),
-            kind: "redeem".into(),
-            receipt_id: Some(receipt_id),
-            customer_ref: Some(q.external_customer_id.clone()),
-            request: request.clone(),
-            status: status.into(),
-            error,
-            result,
-            at: Utc::now(),
-        };
-        match outcome {
-            Ok(done) => {
-                let result = json!({"transaction_id": done.transaction_id, "earned": done.earned_points,
-                                    "spent": done.spent_points, "balance": done.balance_points});
-                st.store
-                    .append_loyalty_journal(tenant, &entry("ok", None, result.clone()))
-                    .await?;
-                redeem = result;
-            }
-            Err(e) => {
-                let retryable = e.is_retryable();
-                let status = if retryable { "unavailable" } else { "rejected" };
-                let _ = st
-                    .store
-                    .append_loyalty_journal(
-                        tenant,
-                        &entry(status, Some(e.to_string()), Value::Null),
-                    )
-                    .await;
-                return Err(conflict(if retryable {
-                    "Loyalty service unavailable: points cannot be spent offline; close the sale without spending points".into()
-                } else {
-                    format!("JOWi Club refused to spend the points: {e}")
-                }));
-            }
+        PendingSpend {
+            req,
+            request,
+            customer_id: q.customer_id,
         }
-    }
+    });
     let discount_total: i64 = discounts.iter().sum();
-    let mut record = json!({
+    let record = json!({
         "provider": KIND, "quote_id": q.id, "customer_id": q.customer_id,
         "external_customer_id": q.external_customer_id, "discount_total": discount_total,
         "points_spent": spend, "points_to_earn": q.points["to_earn"],
         "point_value": point_value, "accrual": "pending",
     });
-    // JOWi's answer to the commit that spent the points: the accrual is not sent again.
-    if !redeem.is_null() {
-        record["redeem"] = redeem;
-    }
     Ok(Applied {
         record,
         customer_id: q.customer_id,
         discounts,
+        spend: pending,
     })
+}
+
+/// Spend the points with JOWi Club (keyed by the receipt id: a retry gets the first answer and
+/// spends nothing twice); 409 when JOWi is unavailable or refuses. Returns JOWi's answer, which
+/// the receipt's `loyalty` record keeps as `redeem` (the accrual is then not sent again).
+pub async fn spend(st: &AppState, tenant: Uuid, p: &PendingSpend) -> ApiResult<Value> {
+    let receipt_id = p.req.receipt_id;
+    // Points spent for this id were given back after the receipt was refused: JOWi would answer
+    // the old spending again without spending anew.
+    let journal = st
+        .store
+        .list_loyalty_journal(tenant, Some(receipt_id), 500)
+        .await?;
+    if journal.iter().any(|e| e.kind == VOID) {
+        return Err(loyalty_conflict(
+            "the points this receipt spent were given back to the customer when it was refused: \
+             send the sale again under a new receipt id"
+                .into(),
+        ));
+    }
+    let c = provider(st, tenant)
+        .await
+        .map_err(|_| loyalty_conflict(OFFLINE.into()))?;
+    let lp = c
+        .as_loyalty()
+        .ok_or_else(|| ApiError::NotFound("JOWi Club integration".into()))?;
+    let outcome = lp.commit_sale(&p.req).await;
+    let entry = |status: &str, error: Option<String>, result: Value| JournalEntry {
+        id: Uuid::now_v7(),
+        kind: "redeem".into(),
+        receipt_id: Some(receipt_id),
+        customer_ref: Some(p.req.customer_id.clone()),
+        request: p.request.clone(),
+        status: status.into(),
+        error,
+        result,
+        at: Utc::now(),
+    };
+    match outcome {
+        Ok(done) => {
+            let result = json!({"transaction_id": done.transaction_id, "earned": done.earned_points,
+                                "spent": done.spent_points, "balance": done.balance_points});
+            st.store
+                .append_loyalty_journal(tenant, &entry("ok", None, result.clone()))
+                .await?;
+            Ok(result)
+        }
+        Err(e) => {
+            let retryable = e.is_retryable();
+            let status = if retryable { "unavailable" } else { "rejected" };
+            let _ = st
+                .store
+                .append_loyalty_journal(tenant, &entry(status, Some(e.to_string()), Value::Null))
+                .await;
+            Err(loyalty_conflict(if retryable {
+                OFFLINE.into()
+            } else {
+                format!("JOWi Club refused to spend the points: {e}")
+            }))
+        }
+    }
+}
+
+/// Points were spent for a receipt that was then refused (its checks passed before the spending,
+/// but something changed meanwhile: the last units sold by another till, say): ask for them back.
+/// The request is journaled and written as a `loyalty.void_requested` event in one transaction;
+/// the `loyalty` consumer gives the points back (JOWi's refund of the whole transaction, keyed
+/// by `refund_id`), retrying while JOWi is unavailable. From then on the receipt id cannot
+/// spend again (see [`spend`]).
+pub async fn void_spend(
+    st: &AppState,
+    tenant: Uuid,
+    p: &PendingSpend,
+    redeem: &Value,
+    reason: &str,
+) -> ApiResult<()> {
+    let receipt_id = p.req.receipt_id;
+    let refund_id = Uuid::now_v7();
+    let request = json!({"refund_id": refund_id, "spend_points": p.req.spend_points,
+                         "transaction_id": redeem["transaction_id"], "reason": reason});
+    let entry = JournalEntry {
+        id: Uuid::now_v7(),
+        kind: VOID.into(),
+        receipt_id: Some(receipt_id),
+        customer_ref: Some(p.req.customer_id.clone()),
+        request,
+        status: "requested".into(),
+        error: None,
+        result: Value::Null,
+        at: Utc::now(),
+    };
+    let event = json!({"receipt_id": receipt_id, "refund_id": refund_id,
+                       "customer_id": p.customer_id, "external_id": p.req.customer_id,
+                       "points": p.req.spend_points, "reason": reason});
+    st.store
+        .append_loyalty_journal_with_event(tenant, &entry, "loyalty.void_requested", event)
+        .await?;
+    tracing::warn!(%tenant, %receipt_id, "points spent for a refused receipt: given back");
+    Ok(())
 }
 
 /// The `loyalty` record of a sale for a customer linked to JOWi Club without a quote (JOWi was

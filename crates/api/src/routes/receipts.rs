@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use savdo_domain::Qty;
 use savdo_domain::receipt::{PaymentMethod, ReceiptType};
+use savdo_storage::marking::MarkingPrecheck;
 use savdo_storage::{
     Page, PaymentInput, Receipt, ReceiptFilter, ReceiptInput, ReceiptLineInput, ReceiptOutcome,
 };
@@ -184,7 +185,8 @@ async fn submit(st: &AppState, auth: &Auth, r: ReceiptRequest) -> ApiResult<(Sta
     ])?;
     let mut r = r;
     let mut loyalty_record = None;
-    // Loyalty: the quote's discounts, and points spent with JOWi Club before acceptance.
+    let mut spending = None;
+    // Loyalty: the quote's discounts, and points to spend with JOWi Club before acceptance.
     if let Some(l) = r.loyalty.take() {
         let lines: Vec<_> = r
             .lines
@@ -212,6 +214,7 @@ async fn submit(st: &AppState, auth: &Auth, r: ReceiptRequest) -> ApiResult<(Sta
         }
         r.customer_id = r.customer_id.or(a.customer_id);
         loyalty_record = Some(a.record);
+        spending = a.spend;
     } else if let (ReceiptType::Sale, Some(c)) = (r.kind, r.customer_id) {
         loyalty_record = super::loyalty::record_for_customer(st, auth.tenant(), c).await?;
     }
@@ -220,9 +223,50 @@ async fn submit(st: &AppState, auth: &Auth, r: ReceiptRequest) -> ApiResult<(Sta
     // Stored with the receipt, in its transaction and its event; not part of the hash.
     input.loyalty = loyalty_record;
     let precheck = super::marking::precheck(st, auth.tenant(), &input).await?;
+    let Some(spending) = spending else {
+        return record(st, auth, &input, &hash, &precheck).await;
+    };
+    // Points are spent only for a receipt that passes its checks now; JOWi's answer goes into
+    // the record stored with it.
+    st.store
+        .check_receipt(&auth.0, &input, &hash, &precheck)
+        .await?;
+    let redeem = super::loyalty::spend(st, auth.tenant(), &spending).await?;
+    if let Some(l) = input.loyalty.as_mut() {
+        l["redeem"] = redeem.clone();
+    }
+    let outcome = record(st, auth, &input, &hash, &precheck).await;
+    if let Err(e) = &outcome
+        && e.is_refusal()
+    {
+        // Refused after the spending (the state changed since the check): unless a concurrent
+        // retry stored this receipt, which then owns the spending, the points go back.
+        match st.store.get_receipt(auth.tenant(), input.id).await {
+            Err(savdo_storage::StorageError::NotFound(_)) => {
+                let p = e.problem();
+                let mut reason = p.detail;
+                for f in p.errors.iter().filter(|_| p.errors.len() > 1) {
+                    reason.push_str(&format!("; {}: {}", f.field, f.message));
+                }
+                super::loyalty::void_spend(st, auth.tenant(), &spending, &redeem, &reason).await?;
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    outcome
+}
+
+async fn record(
+    st: &AppState,
+    auth: &Auth,
+    input: &ReceiptInput,
+    hash: &str,
+    precheck: &MarkingPrecheck,
+) -> ApiResult<(StatusCode, Receipt)> {
     match st
         .store
-        .submit_receipt_checked(&auth.0, &input, &hash, &precheck)
+        .submit_receipt_checked(&auth.0, input, hash, precheck)
         .await?
     {
         ReceiptOutcome::Created(r) => Ok((StatusCode::CREATED, r)),

@@ -534,6 +534,139 @@ async fn quote_receipt_and_spending(srv: Srv) {
     assert_eq!(events(s, "loyalty.redeemed").await.len(), 1);
 }
 
+/// Points are spent only for a receipt that passes its checks; when the state changes between
+/// the check and the receipt (another till sells the last units while JOWi confirms the
+/// spending), the refused receipt's points are given back once, by the `loyalty` consumer, and
+/// its id cannot spend again.
+async fn points_of_a_refused_receipt_come_back(srv: Srv) {
+    let l = loyal(&srv).await;
+    let s = &l.srv;
+    let (store, term) = s.shop().await;
+    let p = s.create_product("LOY-3", 5_000_00).await;
+    s.supply(store, p, json!(2)).await;
+    s.patch("/api/v1/settings", json!({"forbid_negative_stock": true}))
+        .await
+        .ok(200);
+    let quote = |qty: i64| {
+        json!({"store_id": store, "customer": {"card": "8600999988887777"}, "spend_points": 100,
+               "lines": [{"product_id": p, "qty": qty, "price": 5_000_00}]})
+    };
+    let receipt = |qid: &Value, qty: i64| {
+        json!({"id": Uuid::now_v7(), "store_id": store, "terminal_id": term,
+               "lines": [{"product_id": p, "qty": qty, "price": 5_000_00}],
+               "payments": [{"method": "cash", "amount": qty * 4_500_00 - 100_00},
+                            {"method": "loyalty_points", "amount": 100_00}],
+               "loyalty": {"quote_id": qid, "spend_points": 100}})
+    };
+
+    // Refused by its own checks (3 units, 2 in stock): nothing is spent.
+    let q = s.post("/api/v1/loyalty/quote", quote(3)).await;
+    let qid = q.ok(200)["quote"]["id"].clone();
+    let r = s.post("/api/v1/receipts", receipt(&qid, 3)).await;
+    r.problem(422, Some("lines[0].qty"));
+    assert!(
+        ledger(&l).await.is_empty(),
+        "no points spent for a refused receipt"
+    );
+
+    // Passes its check, but while JOWi takes its time confirming the spending another till
+    // sells the last units: refused, and the points go back.
+    let q = s.post("/api/v1/loyalty/quote", quote(2)).await;
+    let qid = q.ok(200)["quote"]["id"].clone();
+    let body = receipt(&qid, 2);
+    let id = uuid(&body["id"]);
+    l.control("faults", json!({"latency_ms": 1500})).await;
+    let other_till = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.post(
+            "/api/v1/receipts",
+            crate::common::sale(store, term, &[(p, json!(2), 5_000_00)]),
+        )
+        .await
+    };
+    let (spending, other) = tokio::join!(s.post("/api/v1/receipts", body.clone()), other_till);
+    l.control("faults", json!({"latency_ms": 0})).await;
+    let other_number = other.ok(201)["number"].as_i64().unwrap();
+    spending.problem(422, Some("lines[0].qty"));
+    let lg = ledger(&l).await;
+    assert_eq!(lg.len(), 1, "{lg:?}");
+    assert_eq!(
+        (lg[0]["id"].clone(), lg[0]["spent"].clone()),
+        (json!(id), json!(100))
+    );
+    let requested = events(s, "loyalty.void_requested").await;
+    assert_eq!(requested.len(), 1, "{requested:?}");
+    let data = requested[0]["data"].clone();
+    assert_eq!(data["receipt_id"], json!(id));
+    assert_eq!(data["points"], 100);
+    assert_eq!(data["external_id"], "cus_api");
+    assert!(
+        data["reason"].as_str().unwrap().contains("lines[0].qty"),
+        "{data}"
+    );
+    let j = s
+        .get(&format!("/api/v1/loyalty/transactions?receipt_id={id}"))
+        .await;
+    let j = j.ok(200).to_string();
+    assert!(j.contains("\"void\"") && j.contains("requested"), "{j}");
+
+    // The same receipt again, stock or not: refused, its spending was given back.
+    s.supply(store, p, json!(5)).await;
+    let again = s.post("/api/v1/receipts", body.clone()).await;
+    let again = again.problem(409, Some("loyalty")).to_string();
+    assert!(again.contains("new receipt id"), "{again}");
+    assert_eq!(ledger(&l).await.len(), 1, "nothing spent by the retry");
+
+    // The consumer gives the points back once, however often the request is delivered; JOWi
+    // down first: retried.
+    let consumer = LoyaltyAccrual::new(srv.store.clone(), l.resolver.clone());
+    let ce = CloudEvent::new(
+        uuid(&requested[0]["id"]),
+        srv.tenant,
+        "loyalty.void_requested",
+        chrono::Utc::now(),
+        data.clone(),
+    );
+    assert!(consumer.wants(&ce).await);
+    l.control("faults", json!({"down": true})).await;
+    let down = consumer.handle(&ce, 1).await;
+    assert!(
+        matches!(
+            down,
+            Err(HandleError::Retry(_) | HandleError::RetryAfter { .. })
+        ),
+        "{down:?}"
+    );
+    l.control("faults", json!({"down": false})).await;
+    consumer.handle(&ce, 2).await.unwrap();
+    consumer.handle(&ce, 3).await.unwrap();
+    let lg = ledger(&l).await;
+    assert_eq!(lg.len(), 2, "one refund: {lg:?}");
+    assert_eq!(lg[1]["kind"], "refund");
+    assert_eq!(
+        lg[1]["balance_after"], 300,
+        "the balance before the sale: {lg:?}"
+    );
+    let voided = events(s, "loyalty.voided").await;
+    assert_eq!(voided.len(), 1, "{voided:?}");
+    assert_eq!(voided[0]["data"]["receipt_id"], json!(id));
+    assert_eq!(voided[0]["data"]["spent_returned"], 100);
+    assert_eq!(voided[0]["data"]["balance"], 300);
+
+    // A new id for the same sale spends anew and is stored.
+    let q = s.post("/api/v1/loyalty/quote", quote(2)).await;
+    let qid = q.ok(200)["quote"]["id"].clone();
+    let r = s.post("/api/v1/receipts", receipt(&qid, 2)).await;
+    let stored = r.ok(201);
+    assert_eq!(stored["loyalty"]["redeem"]["spent"], 100);
+    assert_eq!(
+        stored["number"],
+        other_number + 1,
+        "neither the checks nor the refused receipts took a number"
+    );
+    assert_eq!(ledger(&l).await.len(), 3);
+}
+
 /// JOWi down for far more attempts than the framework's default gives (12): the `loyalty`
 /// consumer's own policy keeps the accrual waiting (capped backoff, on the test clock), and it
 /// lands exactly once when JOWi is back. A refusal is still dead-lettered with its reason.
@@ -767,4 +900,5 @@ backend_tests!(
     accrual_once_after_outage_and_refunds,
     accrual_retried_until_jowi_accepts,
     customer_updated_hook_refreshes_our_customer,
+    points_of_a_refused_receipt_come_back,
 );

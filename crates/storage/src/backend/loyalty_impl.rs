@@ -61,22 +61,20 @@ impl LoyaltyStore for Backend {
     }
 
     async fn append_loyalty_journal(&self, tenant: Uuid, e: &JournalEntry) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO loyalty_journal (tenant_id, id, kind, receipt_id, customer_ref, request, \
-             status, error, result, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(tenant)
-        .bind(e.id)
-        .bind(&e.kind)
-        .bind(e.receipt_id)
-        .bind(&e.customer_ref)
-        .bind(json_text(&e.request))
-        .bind(&e.status)
-        .bind(&e.error)
-        .bind(json_text(&e.result))
-        .bind(e.at.timestamp_micros())
-        .execute(&self.write)
-        .await?;
+        insert_journal(&self.write, tenant, e).await
+    }
+
+    async fn append_loyalty_journal_with_event(
+        &self,
+        tenant: Uuid,
+        e: &JournalEntry,
+        kind: &str,
+        data: Value,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        insert_journal(&mut *tx, tenant, e).await?;
+        emit(&mut tx, tenant, kind, data).await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -232,4 +230,27 @@ impl LoyaltyStore for Backend {
             })
             .collect()
     }
+}
+
+async fn insert_journal<'e, E>(ex: E, tenant: Uuid, e: &JournalEntry) -> Result<()>
+where
+    E: sqlx::Executor<'e, Database = Db>,
+{
+    sqlx::query(
+        "INSERT INTO loyalty_journal (tenant_id, id, kind, receipt_id, customer_ref, request, \
+         status, error, result, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(tenant)
+    .bind(e.id)
+    .bind(&e.kind)
+    .bind(e.receipt_id)
+    .bind(&e.customer_ref)
+    .bind(json_text(&e.request))
+    .bind(&e.status)
+    .bind(&e.error)
+    .bind(json_text(&e.result))
+    .bind(e.at.timestamp_micros())
+    .execute(ex)
+    .await?;
+    Ok(())
 }

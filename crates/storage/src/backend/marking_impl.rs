@@ -314,6 +314,19 @@ impl crate::marking::MarkingStore for Backend {
             .await
     }
 
+    async fn check_receipt(
+        &self,
+        actor: &Actor,
+        input: &ReceiptInput,
+        request_hash: &str,
+        precheck: &MarkingPrecheck,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let outcome = write_receipt(&mut tx, actor, input, request_hash, precheck).await;
+        tx.rollback().await?;
+        outcome.map(|_| ())
+    }
+
     async fn marked_codes(
         &self,
         tenant: Uuid,
