@@ -70,6 +70,13 @@ pub trait Consumer: Send + Sync + 'static {
         }
         out
     }
+    /// How many of this consumer's events may be applied at once (each through its own inbox
+    /// row, as one by one). More than one only for a consumer whose events do not depend on
+    /// each other's order and whose work is mostly waiting on an outside service: catching up
+    /// after an outage then takes a round trip per `concurrency` events, not per event.
+    fn concurrency(&self) -> usize {
+        1
+    }
     /// Apply several events at once (only called when [`Consumer::batched`]).
     async fn handle_batch(&self, events: &[&CloudEvent]) -> Result<(), HandleError> {
         for e in events {
@@ -77,6 +84,31 @@ pub trait Consumer: Send + Sync + 'static {
         }
         Ok(())
     }
+}
+
+/// Run `attempts`, at most `concurrency` at a time (in order when 1), to the end: an error does
+/// not cancel the others mid-way; the first error is returned after all have finished.
+async fn all_of<F>(attempts: Vec<F>, concurrency: usize) -> Result<(), StorageError>
+where
+    F: std::future::Future<Output = Result<(), StorageError>>,
+{
+    let mut first = None;
+    if concurrency <= 1 {
+        for a in attempts {
+            if let Err(e) = a.await {
+                // One by one, as before: the events after a failing one wait for the next read.
+                return Err(e);
+            }
+        }
+        return Ok(());
+    }
+    let mut running = futures::stream::iter(attempts).buffer_unordered(concurrency);
+    while let Some(r) = running.next().await {
+        if let Err(e) = r {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// How long a claimed retry belongs to the worker attempting it; after a crash the event is
@@ -169,6 +201,19 @@ impl ConsumerRunner {
     }
 
     /// Record the event in the inbox and attempt it, unless it is done or dead already.
+    async fn begin_published(&self, c: &dyn Consumer, p: &Published) -> Result<(), StorageError> {
+        self.begin_attempt(c, &p.row(), &p.event).await.map(|_| ())
+    }
+
+    async fn retry_one(
+        &self,
+        c: &dyn Consumer,
+        e: &OutboxEvent,
+        attempt: u32,
+    ) -> Result<(), StorageError> {
+        self.attempt(c, e, &envelope(e), attempt).await.map(|_| ())
+    }
+
     async fn begin_attempt(
         &self,
         c: &dyn Consumer,
@@ -269,10 +314,11 @@ impl ConsumerRunner {
                 }
             }
         }
-        for p in wanted {
-            self.begin_attempt(c, &p.row(), &p.event).await?;
-        }
-        Ok(())
+        let attempts: Vec<_> = wanted
+            .into_iter()
+            .map(|p| self.begin_published(c, p))
+            .collect();
+        all_of(attempts, c.concurrency()).await
     }
 
     /// Attempt every parked event whose time has come; returns how many were attempted.
@@ -281,13 +327,23 @@ impl ConsumerRunner {
         let now = self.clock.now();
         let due = self.store.inbox_due(c.name(), now, 100).await?;
         let lease = now + chrono::Duration::from_std(RETRY_LEASE).unwrap_or_default();
+        // Claimed a round at a time, just before its attempts, so a lease never runs out
+        // while its event waits behind others.
+        let concurrency = c.concurrency().max(1);
         let mut n = 0;
-        for (e, attempts) in due {
-            if !self.store.inbox_claim(c.name(), e.id, now, lease).await? {
-                continue;
+        for round in due.chunks(concurrency) {
+            let mut claimed = Vec::with_capacity(round.len());
+            for (e, attempts) in round {
+                if self.store.inbox_claim(c.name(), e.id, now, lease).await? {
+                    claimed.push((e, *attempts));
+                }
             }
-            n += 1;
-            self.attempt(c, &e, &envelope(&e), attempts + 1).await?;
+            n += claimed.len();
+            let attempts: Vec<_> = claimed
+                .into_iter()
+                .map(|(e, attempts)| self.retry_one(c, e, attempts + 1))
+                .collect();
+            all_of(attempts, concurrency).await?;
         }
         Ok(n)
     }

@@ -36,6 +36,8 @@ pub const NAME: &str = "loyalty";
 pub const VOID: &str = "void";
 /// A refund met a sale JOWi does not know yet (its accrual still waits): retry this often.
 const REFUND_WAITS_FOR_SALE: u32 = 20;
+/// Calls to JOWi in flight at once.
+pub const CONCURRENCY: usize = 8;
 /// The first retry of an unavailable JOWi comes after about this long, then doubles…
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 /// …up to this: once JOWi is back, a waiting accrual lands within this (± jitter).
@@ -527,6 +529,13 @@ impl Consumer for LoyaltyAccrual {
     /// refusals are still dead-lettered.
     fn retry_policy(&self) -> Option<RetryPolicy> {
         Some(RetryPolicy::until_done(FIRST_BACKOFF, MAX_BACKOFF))
+    }
+
+    /// Each call waits on JOWi: after an outage the waiting accruals go out [`CONCURRENCY`] at
+    /// a time. Receipts are independent of each other; a refund that overtakes its sale's
+    /// accrual is retried until JOWi knows the sale.
+    fn concurrency(&self) -> usize {
+        CONCURRENCY
     }
 
     /// A sale with neither a customer nor a loyalty record earns nothing; a refund is looked at

@@ -6,6 +6,7 @@
 mod common;
 
 mod batching;
+mod concurrency;
 mod delivery;
 mod feed;
 mod nats;

@@ -41,15 +41,16 @@ async fn entry(store: &Arc<dyn Storage>, consumer: &str, ev: &OutboxEvent) -> In
         .expect("an inbox entry")
 }
 
-struct Setup {
-    store: Arc<dyn Storage>,
-    clock: Arc<ManualClock>,
-    runner: ConsumerRunner,
-    events: Vec<OutboxEvent>,
+pub(crate) struct Setup {
+    pub store: Arc<dyn Storage>,
+    pub clock: Arc<ManualClock>,
+    pub runner: ConsumerRunner,
+    pub events: Vec<OutboxEvent>,
     t0: DateTime<Utc>,
 }
 
-async fn setup(db: &Db, n: usize) -> Setup {
+/// A shop with `n` product events published, and a runner on a test clock.
+pub(crate) async fn setup(db: &Db, n: usize) -> Setup {
     let store = db.store.clone();
     let shop = shop(&store, "Retry shop").await;
     products(&store, &shop, "P", n).await;
