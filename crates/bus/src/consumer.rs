@@ -94,11 +94,9 @@ where
 {
     let mut first = None;
     if concurrency <= 1 {
+        // One by one, as before: the events after a failing one wait for the next read.
         for a in attempts {
-            if let Err(e) = a.await {
-                // One by one, as before: the events after a failing one wait for the next read.
-                return Err(e);
-            }
+            a.await?;
         }
         return Ok(());
     }
@@ -110,6 +108,9 @@ where
     }
     first.map_or(Ok(()), Err)
 }
+
+/// Due retries taken by one scan of a consumer's inbox.
+const RETRY_SCAN: usize = 100;
 
 /// How long a claimed retry belongs to the worker attempting it; after a crash the event is
 /// due again when this runs out.
@@ -325,7 +326,10 @@ impl ConsumerRunner {
     /// Each is claimed first, so several workers scanning at once attempt it once.
     pub async fn retry_due(&self, c: &dyn Consumer) -> Result<usize, StorageError> {
         let now = self.clock.now();
-        let due = self.store.inbox_due(c.name(), now, 100).await?;
+        let due = self
+            .store
+            .inbox_due(c.name(), now, RETRY_SCAN as u32)
+            .await?;
         let lease = now + chrono::Duration::from_std(RETRY_LEASE).unwrap_or_default();
         // Claimed a round at a time, just before its attempts, so a lease never runs out
         // while its event waits behind others.
@@ -418,8 +422,11 @@ impl ConsumerRunner {
             if *shutdown.borrow() {
                 return;
             }
-            if let Err(e) = self.retry_due(c.as_ref()).await {
-                tracing::warn!(consumer = c.name(), error = %e, "retry scan failed");
+            match self.retry_due(c.as_ref()).await {
+                // A full scan: more are due (events parked through an outage), go on at once.
+                Ok(n) if n >= RETRY_SCAN => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(consumer = c.name(), error = %e, "retry scan failed"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
