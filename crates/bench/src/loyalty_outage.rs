@@ -49,6 +49,10 @@ pub struct LoyaltyOutageArgs {
     /// Loyalty customers in the simulator (each sale picks one card).
     #[arg(long, default_value_t = 50)]
     pub customers: usize,
+    /// Milliseconds the simulator waits before answering each call while JOWi is up (a real
+    /// JOWi is a round trip away; 0: loopback only).
+    #[arg(long, default_value_t = 0)]
+    pub jowi_latency_ms: u64,
     /// The integration's `lookup_timeout_ms` [default: the connector's].
     #[arg(long)]
     pub lookup_timeout_ms: Option<u64>,
@@ -76,9 +80,9 @@ pub enum Down {
 }
 
 impl Down {
-    fn faults(self) -> Value {
+    fn faults(self, latency_ms: u64) -> Value {
         match self {
-            Down::Up => json!({}),
+            Down::Up => json!({"latency_ms": latency_ms}),
             Down::Refuse => json!({"down": true}),
             Down::Blackhole => json!({"down": "blackhole"}),
         }
@@ -109,6 +113,8 @@ impl OutageMode {
 pub struct Jowi {
     pub sandbox: String,
     http: reqwest::Client,
+    /// Added to every answer while up.
+    pub latency_ms: u64,
 }
 
 impl Jowi {
@@ -116,6 +122,7 @@ impl Jowi {
         Ok(Jowi {
             sandbox: sandbox_url.trim_end_matches('/').to_string(),
             http: setup::client()?,
+            latency_ms: 0,
         })
     }
 
@@ -139,7 +146,9 @@ impl Jowi {
     }
 
     pub async fn set_down(&self, d: Down) -> anyhow::Result<()> {
-        self.control("faults", Some(d.faults())).await.map(|_| ())
+        self.control("faults", Some(d.faults(self.latency_ms)))
+            .await
+            .map(|_| ())
     }
 
     /// Seed `n` customers with cards unique to this run; returns the cards.
@@ -817,13 +826,17 @@ pub async fn run(a: LoyaltyOutageArgs) -> anyhow::Result<()> {
     let machine = MachineInfo::now();
     if !a.json {
         println!(
-            "loyalty-outage on {:?}, {} tills, {} s per phase{}",
+            "loyalty-outage on {:?}, {} tills, {} s per phase{}{}",
             a.backend,
             a.tills,
             a.duration,
             a.rate
                 .map(|r| format!(", open loop at {r:.0} sales/s"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            match a.jowi_latency_ms {
+                0 => String::new(),
+                ms => format!(", JOWi answering after {ms} ms"),
+            }
         );
         println!("{}", machine.line());
     }
@@ -881,7 +894,8 @@ async fn run_in(
     let srv = Server::start(bin, &data_dir, &db.url, server::free_port()?, &log, false).await?;
     let result = async {
         let api = Api::new(&srv.base, &token)?;
-        let jowi = Jowi::new(sandbox)?;
+        let mut jowi = Jowi::new(sandbox)?;
+        jowi.latency_ms = a.jowi_latency_ms;
         let (fx, cards) = prepare(
             &api,
             tenant,
