@@ -21,7 +21,7 @@ use chrono::Utc;
 use savdo_bus::consumer::{Consumer, HandleError, RetryPolicy};
 use savdo_domain::event::CloudEvent;
 use savdo_hub::ConnectorError;
-use savdo_hub::connector::{CommitSale, LoyaltyLine, LoyaltyRefund};
+use savdo_hub::connector::{CommitSale, LoyaltyLine, LoyaltyProvider, LoyaltyRefund};
 use savdo_integrations::ConnectorResolver;
 use savdo_storage::Storage;
 use savdo_storage::loyalty::JournalEntry;
@@ -42,6 +42,16 @@ pub const CONCURRENCY: usize = 8;
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 /// …up to this: once JOWi is back, a waiting accrual lands within this (± jitter).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// What [`LoyaltyAccrual::send_refund`] journals and emits.
+struct RefundCall<'a> {
+    kind: &'a str,
+    journal_id: Uuid,
+    external: &'a str,
+    request: Value,
+    event: &'a str,
+    fields: Value,
+}
 
 pub struct LoyaltyAccrual {
     store: Arc<dyn Storage>,
@@ -322,6 +332,41 @@ impl LoyaltyAccrual {
         }
     }
 
+    /// JOWi's refund `req`, journaled either way; on success `call.event` is emitted: the
+    /// refund's result with `call.fields` and the external id. `Err`: JOWi's failure (journaled).
+    async fn send_refund(
+        &self,
+        tenant: Uuid,
+        l: &dyn LoyaltyProvider,
+        req: &LoyaltyRefund,
+        call: RefundCall<'_>,
+    ) -> Result<Result<(), HandleError>, ConnectorError> {
+        let (kind, id, external) = (call.kind, call.journal_id, call.external);
+        match l.refund(req).await {
+            Ok(r) => {
+                let result = json!({"earned_reversed": r.earned_reversed,
+                                    "spent_returned": r.spent_returned, "balance": r.balance_points});
+                self.journal(tenant, kind, id, external, call.request, Ok(result.clone()))
+                    .await;
+                let mut ev = result;
+                if let (Some(ev), Value::Object(fields)) = (ev.as_object_mut(), call.fields) {
+                    ev.extend(fields);
+                }
+                ev["external_id"] = json!(external);
+                Ok(self
+                    .store
+                    .emit_loyalty_event(tenant, call.event, ev)
+                    .await
+                    .map_err(|e| HandleError::Retry(e.to_string())))
+            }
+            Err(e) => {
+                self.journal(tenant, kind, id, external, call.request, Err(&e))
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
     /// Give back the points spent for a receipt that was then refused (`loyalty.void_requested`,
     /// written by the API with its journal entry): JOWi's refund of the whole transaction, keyed
     /// by the request's `refund_id`. Not when a receipt with that id was stored after all (a
@@ -370,40 +415,21 @@ impl LoyaltyAccrual {
             refund_id,
             lines: None,
         };
-        match l.refund(&req).await {
-            Ok(r) => {
-                let result = json!({"earned_reversed": r.earned_reversed,
-                                    "spent_returned": r.spent_returned, "balance": r.balance_points});
-                self.journal(
-                    tenant,
-                    VOID,
-                    receipt_id,
-                    &external,
-                    request,
-                    Ok(result.clone()),
-                )
-                .await;
-                let mut ev = result;
-                ev["receipt_id"] = json!(receipt_id);
-                ev["refund_id"] = json!(refund_id);
-                ev["customer_id"] = data["customer_id"].clone();
-                ev["external_id"] = json!(external);
-                self.store
-                    .emit_loyalty_event(tenant, "loyalty.voided", ev)
-                    .await
-                    .map_err(|e| HandleError::Retry(e.to_string()))
-            }
-            Err(e) => {
-                self.journal(tenant, VOID, receipt_id, &external, request, Err(&e))
-                    .await;
-                if e.is_retryable() {
-                    Err(Self::retry(&e))
-                } else {
-                    Err(HandleError::Permanent(format!(
-                        "JOWi Club refused to give the points back: {e}"
-                    )))
-                }
-            }
+        let call = RefundCall {
+            kind: VOID,
+            journal_id: receipt_id,
+            external: &external,
+            request,
+            event: "loyalty.voided",
+            fields: json!({"receipt_id": receipt_id, "refund_id": refund_id,
+                           "customer_id": data["customer_id"]}),
+        };
+        match self.send_refund(tenant, l, &req, call).await {
+            Ok(done) => done,
+            Err(e) if e.is_retryable() => Err(Self::retry(&e)),
+            Err(e) => Err(HandleError::Permanent(format!(
+                "JOWi Club refused to give the points back: {e}"
+            ))),
         }
     }
 
@@ -471,32 +497,17 @@ impl LoyaltyAccrual {
             lines: if whole { None } else { Some(lines) },
         };
         let request = json!({"sale": sale_id, "whole": whole});
-        match l.refund(&req).await {
-            Ok(r) => {
-                let result = json!({"earned_reversed": r.earned_reversed,
-                                    "spent_returned": r.spent_returned, "balance": r.balance_points});
-                self.journal(
-                    tenant,
-                    "refund",
-                    refund_id,
-                    &external,
-                    request,
-                    Ok(result.clone()),
-                )
-                .await;
-                let mut ev = result;
-                ev["receipt_id"] = json!(refund_id);
-                ev["refund_of"] = json!(sale_id);
-                ev["customer_id"] = json!(customer);
-                ev["external_id"] = json!(external);
-                self.store
-                    .emit_loyalty_event(tenant, "loyalty.refunded", ev)
-                    .await
-                    .map_err(|e| HandleError::Retry(e.to_string()))
-            }
+        let call = RefundCall {
+            kind: "refund",
+            journal_id: refund_id,
+            external: &external,
+            request,
+            event: "loyalty.refunded",
+            fields: json!({"receipt_id": refund_id, "refund_of": sale_id, "customer_id": customer}),
+        };
+        match self.send_refund(tenant, l, &req, call).await {
+            Ok(done) => done,
             Err(e) => {
-                self.journal(tenant, "refund", refund_id, &external, request, Err(&e))
-                    .await;
                 match &e {
                     _ if e.is_retryable() => Err(Self::retry(&e)),
                     // The sale's accrual may still be waiting in the outbox.
