@@ -696,23 +696,41 @@ pub async fn spend(st: &AppState, tenant: Uuid, p: &PendingSpend) -> ApiResult<V
     }
 }
 
-/// Points were spent for a receipt that was then refused (its checks passed before the spending,
-/// but something changed meanwhile: the last units sold by another till, say): ask for them back.
-/// The request is journaled and written as a `loyalty.void_requested` event in one transaction;
-/// the `loyalty` consumer gives the points back (JOWi's refund of the whole transaction, keyed
-/// by `refund_id`), retrying while JOWi is unavailable. From then on the receipt id cannot
-/// spend again (see [`spend`]).
-pub async fn void_spend(
+/// A receipt that spends points was refused. If JOWi accepted its spending (in this request,
+/// the state having changed since the check, or in an earlier attempt whose give-back was not
+/// recorded) and no receipt with its id was stored (a concurrent retry would own the spending),
+/// ask for the points back: the request is journaled and written as a
+/// `loyalty.void_requested` event in one transaction; the `loyalty` consumer gives the points
+/// back (JOWi's refund of the whole transaction, keyed by `refund_id`), retrying while JOWi is
+/// unavailable. From then on the receipt id cannot spend again (see [`spend`]).
+pub async fn settle_refused(
     st: &AppState,
     tenant: Uuid,
     p: &PendingSpend,
-    redeem: &Value,
     reason: &str,
 ) -> ApiResult<()> {
     let receipt_id = p.req.receipt_id;
+    let journal = st
+        .store
+        .list_loyalty_journal(tenant, Some(receipt_id), 500)
+        .await?;
+    if journal.iter().any(|e| e.kind == VOID) {
+        return Ok(());
+    }
+    let Some(redeem) = journal
+        .iter()
+        .find(|e| e.kind == "redeem" && e.status == "ok")
+    else {
+        return Ok(());
+    };
+    match st.store.get_receipt(tenant, receipt_id).await {
+        Err(savdo_storage::StorageError::NotFound(_)) => {}
+        Ok(_) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
     let refund_id = Uuid::now_v7();
     let request = json!({"refund_id": refund_id, "spend_points": p.req.spend_points,
-                         "transaction_id": redeem["transaction_id"], "reason": reason});
+                         "transaction_id": redeem.result["transaction_id"], "reason": reason});
     let entry = JournalEntry {
         id: Uuid::now_v7(),
         kind: VOID.into(),

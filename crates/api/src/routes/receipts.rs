@@ -226,35 +226,38 @@ async fn submit(st: &AppState, auth: &Auth, r: ReceiptRequest) -> ApiResult<(Sta
     let Some(spending) = spending else {
         return record(st, auth, &input, &hash, &precheck).await;
     };
-    // Points are spent only for a receipt that passes its checks now; JOWi's answer goes into
-    // the record stored with it.
-    st.store
-        .check_receipt(&auth.0, &input, &hash, &precheck)
-        .await?;
-    let redeem = super::loyalty::spend(st, auth.tenant(), &spending).await?;
-    if let Some(l) = input.loyalty.as_mut() {
-        l["redeem"] = redeem.clone();
-    }
-    let outcome = record(st, auth, &input, &hash, &precheck).await;
+    let outcome = spend_and_record(st, auth, &mut input, &hash, &precheck, &spending).await;
     if let Err(e) = &outcome
         && e.is_refusal()
     {
-        // Refused after the spending (the state changed since the check): unless a concurrent
-        // retry stored this receipt, which then owns the spending, the points go back.
-        match st.store.get_receipt(auth.tenant(), input.id).await {
-            Err(savdo_storage::StorageError::NotFound(_)) => {
-                let p = e.problem();
-                let mut reason = p.detail;
-                for f in p.errors.iter().filter(|_| p.errors.len() > 1) {
-                    reason.push_str(&format!("; {}: {}", f.field, f.message));
-                }
-                super::loyalty::void_spend(st, auth.tenant(), &spending, &redeem, &reason).await?;
-            }
-            Ok(_) => {}
-            Err(e) => return Err(e.into()),
+        let p = e.problem();
+        let mut reason = p.detail;
+        for f in p.errors.iter().filter(|_| p.errors.len() > 1) {
+            reason.push_str(&format!("; {}: {}", f.field, f.message));
         }
+        super::loyalty::settle_refused(st, auth.tenant(), &spending, &reason).await?;
     }
     outcome
+}
+
+/// Points are spent only for a receipt that passes its checks now; JOWi's answer goes into the
+/// record stored with it.
+async fn spend_and_record(
+    st: &AppState,
+    auth: &Auth,
+    input: &mut ReceiptInput,
+    hash: &str,
+    precheck: &MarkingPrecheck,
+    spending: &super::loyalty::PendingSpend,
+) -> ApiResult<(StatusCode, Receipt)> {
+    st.store
+        .check_receipt(&auth.0, input, hash, precheck)
+        .await?;
+    let redeem = super::loyalty::spend(st, auth.tenant(), spending).await?;
+    if let Some(l) = input.loyalty.as_mut() {
+        l["redeem"] = redeem;
+    }
+    record(st, auth, input, hash, precheck).await
 }
 
 async fn record(

@@ -534,6 +534,12 @@ async fn quote_receipt_and_spending(srv: Srv) {
     assert_eq!(events(s, "loyalty.redeemed").await.len(), 1);
 }
 
+/// A fresh quote's id.
+async fn qid_for(s: &Srv, quote: &Value) -> Value {
+    let q = s.post("/api/v1/loyalty/quote", quote.clone()).await;
+    q.ok(200)["quote"]["id"].clone()
+}
+
 /// Points are spent only for a receipt that passes its checks; when the state changes between
 /// the check and the receipt (another till sells the last units while JOWi confirms the
 /// spending), the refused receipt's points are given back once, by the `loyalty` consumer, and
@@ -652,6 +658,38 @@ async fn points_of_a_refused_receipt_come_back(srv: Srv) {
     assert_eq!(voided[0]["data"]["receipt_id"], json!(id));
     assert_eq!(voided[0]["data"]["spent_returned"], 100);
     assert_eq!(voided[0]["data"]["balance"], 300);
+
+    // An earlier attempt got the points spent and died before its give-back was recorded: the
+    // retry, refused by its checks, asks for them back (once).
+    let lost = receipt(&qid_for(s, &quote(50)).await, 50);
+    let lost_id = uuid(&lost["id"]);
+    let spent = savdo_storage::loyalty::JournalEntry {
+        id: Uuid::now_v7(),
+        kind: "redeem".into(),
+        receipt_id: Some(lost_id),
+        customer_ref: Some("cus_api".into()),
+        request: json!({"spend_points": 100}),
+        status: "ok".into(),
+        error: None,
+        result: json!({"transaction_id": "tx_lost", "spent": 100}),
+        at: chrono::Utc::now(),
+    };
+    srv.store
+        .append_loyalty_journal(srv.tenant, &spent)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let r = s.post("/api/v1/receipts", lost.clone()).await;
+        let p = r.problem(422, Some("lines[0].qty")).to_string();
+        assert!(p.contains("lines[0].qty"), "{p}");
+    }
+    let requested = events(s, "loyalty.void_requested").await;
+    let lost_voids: Vec<_> = requested
+        .iter()
+        .filter(|e| e["data"]["receipt_id"] == json!(lost_id))
+        .collect();
+    assert_eq!(lost_voids.len(), 1, "{requested:?}");
+    assert_eq!(requested.len(), 2, "none for receipts that spent nothing");
 
     // A new id for the same sale spends anew and is stored.
     let q = s.post("/api/v1/loyalty/quote", quote(2)).await;
