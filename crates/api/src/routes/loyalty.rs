@@ -635,6 +635,20 @@ pub async fn apply_to_receipt(
     })
 }
 
+/// A receipt's loyalty journal, and whether points it spent were asked back.
+async fn receipt_journal(
+    st: &AppState,
+    tenant: Uuid,
+    receipt_id: Uuid,
+) -> ApiResult<(Vec<JournalEntry>, bool)> {
+    let journal = st
+        .store
+        .list_loyalty_journal(tenant, Some(receipt_id), 500)
+        .await?;
+    let given_back = journal.iter().any(|e| e.kind == VOID);
+    Ok((journal, given_back))
+}
+
 /// Spend the points with JOWi Club (keyed by the receipt id: a retry gets the first answer and
 /// spends nothing twice); 409 when JOWi is unavailable or refuses. Returns JOWi's answer, which
 /// the receipt's `loyalty` record keeps as `redeem` (the accrual is then not sent again).
@@ -642,11 +656,8 @@ pub async fn spend(st: &AppState, tenant: Uuid, p: &PendingSpend) -> ApiResult<V
     let receipt_id = p.req.receipt_id;
     // Points spent for this id were given back after the receipt was refused: JOWi would answer
     // the old spending again without spending anew.
-    let journal = st
-        .store
-        .list_loyalty_journal(tenant, Some(receipt_id), 500)
-        .await?;
-    if journal.iter().any(|e| e.kind == VOID) {
+    let (_, given_back) = receipt_journal(st, tenant, receipt_id).await?;
+    if given_back {
         return Err(loyalty_conflict(
             "the points this receipt spent were given back to the customer when it was refused: \
              send the sale again under a new receipt id"
@@ -710,11 +721,8 @@ pub async fn settle_refused(
     reason: &str,
 ) -> ApiResult<()> {
     let receipt_id = p.req.receipt_id;
-    let journal = st
-        .store
-        .list_loyalty_journal(tenant, Some(receipt_id), 500)
-        .await?;
-    if journal.iter().any(|e| e.kind == VOID) {
+    let (journal, given_back) = receipt_journal(st, tenant, receipt_id).await?;
+    if given_back {
         return Ok(());
     }
     let Some(redeem) = journal
