@@ -241,6 +241,9 @@ pub struct JowiWebhook {
     /// [assumed] `customer.updated` carries the customer as a look-up answers it.
     #[serde(default)]
     pub customer: Option<WebhookCustomer>,
+    /// When the change happened (RFC 3339); orders profile changes delivered out of order.
+    #[serde(default)]
+    pub time: Option<String>,
 }
 
 /// The customer a `customer.updated` webhook carries (the fields we keep).
@@ -270,7 +273,12 @@ impl JowiWebhook {
             .phone
             .as_deref()
             .and_then(|p| savdo_domain::phone::normalize_phone(p).ok());
-        Some(savdo_storage::loyalty::ProviderCustomer { name, phone })
+        let at = self
+            .time
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
+        Some(savdo_storage::loyalty::ProviderCustomer { name, phone, at })
     }
 
     pub fn parse(body: &[u8]) -> Result<Self, ConnectorError> {

@@ -1022,6 +1022,10 @@ struct WebhookReq {
     /// the one that carries it).
     #[serde(default)]
     name: Option<String>,
+    /// When the change happened (RFC 3339): an earlier time than the last webhook's simulates a
+    /// delivery that arrives late, after a newer one. Default: now.
+    #[serde(default)]
+    time: Option<String>,
     /// The customer changed their phone in the app first.
     #[serde(default)]
     phone: Option<String>,
@@ -1064,7 +1068,8 @@ async fn ctl_webhook(State(sim): State<Arc<JowiClub>>, body: Bytes) -> Response 
         .id
         .unwrap_or_else(|| format!("evt_{}", uuid::Uuid::now_v7().simple()));
     let mut payload = json!({"id": id, "event": req.event, "customer_id": req.customer_id,
-                             "balance": customer.balance, "time": chrono::Utc::now().to_rfc3339()});
+                             "balance": customer.balance,
+                             "time": req.time.unwrap_or_else(|| chrono::Utc::now().to_rfc3339())});
     // [assumed] A profile change carries the customer as a look-up answers it.
     if req.event == "customer.updated" {
         payload["customer"] = customer.to_json();

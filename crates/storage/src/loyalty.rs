@@ -58,6 +58,9 @@ pub struct ProviderCustomer {
     pub name: Option<String>,
     /// Normalised (`+998…`).
     pub phone: Option<String>,
+    /// When the provider says the change happened: a change older than the last one applied to
+    /// the customer (a late delivery) is not applied. `None`: applied.
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[async_trait]
@@ -94,7 +97,8 @@ pub trait LoyaltyStore: Send + Sync {
     /// The provider says a customer changed: in one transaction, refresh our customer's name
     /// and phone (only the given ones that differ; then `customer.updated` is written) and write
     /// `event` as `customer.loyalty_updated` with `changed` (the fields refreshed) added.
-    /// Applying the same change again changes nothing and emits no `customer.updated`.
+    /// Applying the same change again changes nothing and emits no `customer.updated`; neither
+    /// does a change older (`update.at`) than the last one applied (the event says `stale`).
     async fn refresh_loyalty_customer(
         &self,
         tenant: Uuid,

@@ -914,6 +914,34 @@ async fn customer_updated_hook_refreshes_our_customer(srv: Srv) {
     let got = got.ok(200).clone();
     assert_eq!(got["name"], "D. Karimova");
     assert_eq!(got["phone"], "+998935550099");
+    assert_eq!(
+        events(s, "customer.loyalty_updated").await[2]["data"]["stale"],
+        false
+    );
+
+    // A change made an hour ago, delivered late after the newer ones: not applied over them.
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let late = send(
+        json!({"id": "evt_cu_4", "name": "Old Name", "phone": "998935550022",
+                           "time": hour_ago}),
+    )
+    .await;
+    assert_eq!(late["status"], 200, "{late}");
+    let got = s.get(&format!("/api/v1/customers/{ours}")).await;
+    let got = got.ok(200).clone();
+    assert_eq!(
+        (got["name"].clone(), got["phone"].clone()),
+        (json!("D. Karimova"), json!("+998935550099"))
+    );
+    let lu = events(s, "customer.loyalty_updated").await;
+    assert_eq!(lu.len(), 4);
+    assert_eq!(lu[3]["data"]["stale"], true);
+    assert_eq!(lu[3]["data"]["changed"], json!([]));
+    // The next change, newer than all: applied.
+    let next = send(json!({"id": "evt_cu_5", "name": "Dilnoza K."})).await;
+    assert_eq!(next["status"], 200, "{next}");
+    let got = s.get(&format!("/api/v1/customers/{ours}")).await;
+    assert_eq!(got.ok(200)["name"], "Dilnoza K.");
 
     // Tenant B's customer is untouched, and B saw no events of it.
     let t = b.get(&format!("/api/v1/customers/{theirs}")).await;

@@ -167,11 +167,34 @@ impl LoyaltyStore for Backend {
             .fetch_optional(&mut *tx)
             .await?;
         let mut customer = customer_from_row(&row.ok_or(StorageError::NotFound("customer"))?)?;
-        let name = update.name.as_deref().filter(|n| *n != customer.name);
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT loyalty_updated_at FROM customers WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant)
+        .bind(customer_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let at = update.at.map(|t| t.timestamp_micros());
+        // A late delivery of an older change: what is stored is newer.
+        let stale = matches!((at, last), (Some(at), Some(last)) if at <= last);
+        if let Some(at) = at.filter(|_| !stale) {
+            sqlx::query(
+                "UPDATE customers SET loyalty_updated_at = $3 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(tenant)
+            .bind(customer_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let name = update
+            .name
+            .as_deref()
+            .filter(|n| !stale && *n != customer.name);
         let phone = update
             .phone
             .as_deref()
-            .filter(|p| customer.phone.as_deref() != Some(*p));
+            .filter(|p| !stale && customer.phone.as_deref() != Some(*p));
         let mut changed = Vec::new();
         if name.is_some() {
             changed.push("name");
@@ -191,6 +214,7 @@ impl LoyaltyStore for Backend {
         }
         if let Some(o) = event.as_object_mut() {
             o.insert("changed".to_owned(), json!(changed));
+            o.insert("stale".to_owned(), json!(stale));
         }
         emit(&mut tx, tenant, "customer.loyalty_updated", event).await?;
         self.commit(tx).await?;

@@ -86,6 +86,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox_pub",
         include_str!("../../migrations/postgres/0016_outbox_pub.sql"),
     ),
+    (
+        17,
+        "customer_loyalty_updated_at",
+        include_str!("../../migrations/postgres/0017_customer_loyalty_updated_at.sql"),
+    ),
 ];
 
 #[derive(Clone)]

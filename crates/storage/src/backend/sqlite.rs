@@ -87,6 +87,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "outbox_tenant_index",
         include_str!("../../migrations/sqlite/0016_outbox_tenant_index.sql"),
     ),
+    (
+        17,
+        "customer_loyalty_updated_at",
+        include_str!("../../migrations/sqlite/0017_customer_loyalty_updated_at.sql"),
+    ),
 ];
 
 #[derive(Clone)]
