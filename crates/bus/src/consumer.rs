@@ -17,6 +17,7 @@ use savdo_domain::event::CloudEvent;
 use savdo_storage::{InboxState, OutboxEvent, Storage, StorageError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use crate::{Bus, Feed, Published, envelope};
 
@@ -336,12 +337,16 @@ impl ConsumerRunner {
         let concurrency = c.concurrency().max(1);
         let mut n = 0;
         for round in due.chunks(concurrency) {
-            let mut claimed = Vec::with_capacity(round.len());
-            for (e, attempts) in round {
-                if self.store.inbox_claim(c.name(), e.id, now, lease).await? {
-                    claimed.push((e, *attempts));
-                }
-            }
+            let ids: Vec<Uuid> = round.iter().map(|(e, _)| e.id).collect();
+            let taken = self
+                .store
+                .inbox_claim_many(c.name(), &ids, now, lease)
+                .await?;
+            let claimed: Vec<(&OutboxEvent, u32)> = round
+                .iter()
+                .filter(|(e, _)| taken.contains(&e.id))
+                .map(|(e, attempts)| (e, *attempts))
+                .collect();
             n += claimed.len();
             let attempts: Vec<_> = claimed
                 .into_iter()

@@ -101,6 +101,23 @@ pub trait EventStore: Send + Sync {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<bool>;
+    /// [`EventStore::inbox_claim`] for several due retries in one statement; returns the ids it
+    /// took (those another worker took first, or not due, are left out).
+    async fn inbox_claim_many(
+        &self,
+        consumer: &str,
+        event_ids: &[Uuid],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>> {
+        let mut taken = Vec::with_capacity(event_ids.len());
+        for &id in event_ids {
+            if self.inbox_claim(consumer, id, now, lease_until).await? {
+                taken.push(id);
+            }
+        }
+        Ok(taken)
+    }
     /// Events whose retry is due.
     async fn inbox_due(
         &self,

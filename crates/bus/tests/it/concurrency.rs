@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use savdo_bus::consumer::{Consumer, HandleError};
+use savdo_domain::clock::Clock;
 use savdo_domain::event::CloudEvent;
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -96,4 +97,48 @@ async fn events_are_applied_concurrency_at_a_time(db: &Db) {
     want.sort();
     assert_eq!(calls, want, "each event attempted once per round");
     assert_eq!(runner.retry_due(c.as_ref()).await.unwrap(), 0);
+}
+
+backend_tests!(a_round_of_due_retries_is_claimed_once);
+
+/// Two workers claiming the same round of due retries: each event goes to one of them, and an
+/// event not due yet to neither.
+async fn a_round_of_due_retries_is_claimed_once(db: &Db) {
+    let setup = crate::retries::setup(db, 3).await;
+    let (store, runner) = (&setup.store, &setup.runner);
+    let c = Together::new(1, 1);
+    assert_eq!(runner.poll_outbox(c.as_ref()).await.unwrap(), 3);
+    let ids: Vec<Uuid> = setup.events.iter().map(|e| e.id).collect();
+    let now = setup.clock.now();
+    let lease = now + chrono::Duration::minutes(5);
+    // Not due yet (parked with backoff): nothing taken.
+    let early = store
+        .inbox_claim_many("together", &ids, now, lease)
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "{early:?}");
+
+    let later = now + chrono::Duration::hours(1);
+    let lease = later + chrono::Duration::minutes(5);
+    let first = store
+        .inbox_claim_many("together", &ids, later, lease)
+        .await
+        .unwrap();
+    let second = store
+        .inbox_claim_many("together", &ids, later, lease)
+        .await
+        .unwrap();
+    let mut first_sorted = first.clone();
+    first_sorted.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(first_sorted, want);
+    assert!(second.is_empty(), "{second:?}");
+    assert!(
+        store
+            .inbox_claim_many("together", &[], later, lease)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -168,6 +168,30 @@ impl crate::bus::EventStore for Backend {
         Ok(r.rows_affected() == 1)
     }
 
+    async fn inbox_claim_many(
+        &self,
+        consumer: &str,
+        event_ids: &[Uuid],
+        now: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Uuid>> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new("UPDATE consumer_inbox SET next_attempt_at = ");
+        qb.push_bind(lease_until.timestamp_micros()).push(", updated_at = ").push_bind(now_micros());
+        qb.push(" WHERE consumer = ").push_bind(consumer);
+        qb.push(" AND status = 'retry' AND next_attempt_at <= ").push_bind(now.timestamp_micros());
+        qb.push(" AND event_id IN (");
+        let mut ids = qb.separated(", ");
+        for id in event_ids {
+            ids.push_bind(*id);
+        }
+        qb.push(") RETURNING event_id");
+        let rows = qb.build().fetch_all(&self.write).await?;
+        rows.iter().map(|r| Ok(r.try_get("event_id")?)).collect()
+    }
+
     async fn inbox_due(&self, consumer: &str, now: chrono::DateTime<chrono::Utc>, limit: u32) -> Result<Vec<(OutboxEvent, u32)>> {
         let rows = sqlx::query(
             "SELECT event, attempts FROM consumer_inbox WHERE consumer = $1 AND status = 'retry' AND next_attempt_at <= $2 \
