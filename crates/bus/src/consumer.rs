@@ -93,7 +93,6 @@ async fn all_of<F>(attempts: Vec<F>, concurrency: usize) -> Result<(), StorageEr
 where
     F: std::future::Future<Output = Result<(), StorageError>>,
 {
-    let mut first = None;
     if concurrency <= 1 {
         // One by one, as before: the events after a failing one wait for the next read.
         for a in attempts {
@@ -101,6 +100,7 @@ where
         }
         return Ok(());
     }
+    let mut first = None;
     let mut running = futures::stream::iter(attempts).buffer_unordered(concurrency);
     while let Some(r) = running.next().await {
         if let Err(e) = r {
@@ -202,7 +202,6 @@ impl ConsumerRunner {
         self.begin_attempt(c, e, &event).await
     }
 
-    /// Record the event in the inbox and attempt it, unless it is done or dead already.
     async fn begin_published(&self, c: &dyn Consumer, p: &Published) -> Result<(), StorageError> {
         self.begin_attempt(c, &p.row(), &p.event).await.map(|_| ())
     }
@@ -216,6 +215,7 @@ impl ConsumerRunner {
         self.attempt(c, e, &envelope(e), attempt).await.map(|_| ())
     }
 
+    /// Record the event in the inbox and attempt it, unless it is done or dead already.
     async fn begin_attempt(
         &self,
         c: &dyn Consumer,

@@ -109,15 +109,7 @@ pub trait EventStore: Send + Sync {
         event_ids: &[Uuid],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<Uuid>> {
-        let mut taken = Vec::with_capacity(event_ids.len());
-        for &id in event_ids {
-            if self.inbox_claim(consumer, id, now, lease_until).await? {
-                taken.push(id);
-            }
-        }
-        Ok(taken)
-    }
+    ) -> Result<Vec<Uuid>>;
     /// Events whose retry is due.
     async fn inbox_due(
         &self,
