@@ -380,7 +380,16 @@ impl LoyaltyAccrual {
                 "void request without receipt_id or refund_id".into(),
             ));
         };
-        if self.done(tenant, VOID, receipt_id).await? {
+        // Given back already, or settled as not to be given back (a redelivered request).
+        let journal = self
+            .store
+            .list_loyalty_journal(tenant, Some(receipt_id), 500)
+            .await
+            .map_err(|e| HandleError::Retry(e.to_string()))?;
+        if journal
+            .iter()
+            .any(|e| e.kind == VOID && matches!(e.status.as_str(), "ok" | "skipped"))
+        {
             return Ok(());
         }
         let external = data["external_id"].as_str().unwrap_or_default().to_owned();
@@ -388,11 +397,24 @@ impl LoyaltyAccrual {
         match self.store.get_receipt(tenant, receipt_id).await {
             Err(savdo_storage::StorageError::NotFound(_)) => {}
             Ok(_) => {
-                let why = "the receipt was stored after all: it keeps the points it spent";
-                let skipped = Value::String(why.into());
-                self.journal(tenant, VOID, receipt_id, &external, request, Ok(skipped))
-                    .await;
-                return Ok(());
+                let skipped = JournalEntry {
+                    id: Uuid::now_v7(),
+                    kind: VOID.to_owned(),
+                    receipt_id: Some(receipt_id),
+                    customer_ref: Some(external),
+                    request,
+                    status: "skipped".to_owned(),
+                    error: Some(
+                        "the receipt was stored after all: it keeps the points it spent".into(),
+                    ),
+                    result: Value::Null,
+                    at: Utc::now(),
+                };
+                return self
+                    .store
+                    .append_loyalty_journal(tenant, &skipped)
+                    .await
+                    .map_err(|e| HandleError::Retry(e.to_string()));
             }
             Err(e) => return Err(HandleError::Retry(e.to_string())),
         }

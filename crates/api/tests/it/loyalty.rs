@@ -691,6 +691,47 @@ async fn points_of_a_refused_receipt_come_back(srv: Srv) {
     assert_eq!(lost_voids.len(), 1, "{requested:?}");
     assert_eq!(requested.len(), 2, "none for receipts that spent nothing");
 
+    // A receipt under that id was stored after all (a concurrent retry, here a plain sale): it
+    // keeps the spending; the give-back is settled as skipped, once, and JOWi is not called.
+    let mut stored_after_all = crate::common::sale(store, term, &[(p, json!(1), 5_000_00)]);
+    stored_after_all["id"] = json!(lost_id);
+    let r = s.post("/api/v1/receipts", stored_after_all).await;
+    assert_eq!(
+        r.ok(201)["number"],
+        other_number + 1,
+        "neither the checks nor the refused receipts took a number"
+    );
+    let lost_void = lost_voids[0];
+    let ce = CloudEvent::new(
+        uuid(&lost_void["id"]),
+        srv.tenant,
+        "loyalty.void_requested",
+        chrono::Utc::now(),
+        lost_void["data"].clone(),
+    );
+    let ledger_before = ledger(&l).await.len();
+    consumer.handle(&ce, 1).await.unwrap();
+    consumer.handle(&ce, 2).await.unwrap();
+    assert_eq!(ledger(&l).await.len(), ledger_before, "JOWi not called");
+    let j = s
+        .get(&format!(
+            "/api/v1/loyalty/transactions?receipt_id={lost_id}"
+        ))
+        .await;
+    let items = j.ok(200)["items"].as_array().cloned().unwrap_or_default();
+    let settled: Vec<_> = items
+        .iter()
+        .filter(|e| e["kind"] == "void" && e["status"] != "requested")
+        .collect();
+    assert_eq!(settled.len(), 1, "{items:?}");
+    assert_eq!(settled[0]["status"], "skipped");
+    assert!(
+        !events(s, "loyalty.voided")
+            .await
+            .iter()
+            .any(|e| e["data"]["receipt_id"] == json!(lost_id))
+    );
+
     // A new id for the same sale spends anew and is stored.
     let q = s.post("/api/v1/loyalty/quote", quote(2)).await;
     let qid = q.ok(200)["quote"]["id"].clone();
@@ -699,8 +740,8 @@ async fn points_of_a_refused_receipt_come_back(srv: Srv) {
     assert_eq!(stored["loyalty"]["redeem"]["spent"], 100);
     assert_eq!(
         stored["number"],
-        other_number + 1,
-        "neither the checks nor the refused receipts took a number"
+        other_number + 2,
+        "the next number after the receipt stored after all"
     );
     assert_eq!(ledger(&l).await.len(), 3);
 }
